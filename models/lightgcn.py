@@ -1,0 +1,51 @@
+"""LightGCN: linear propagation over the normalised user-item graph (ID-only reference).
+
+He, Deng, Wang, Li, Zhang, Wang. "LightGCN: Simplifying and Powering Graph Convolution
+Network for Recommendation", SIGIR 2020. Final representation = mean of layers 0..L.
+"""
+from __future__ import annotations
+
+import torch
+
+from models.base import Recommender, l2_penalty, seeded_embedding
+from models.config import StrictConfig
+from models.graph import normalized_bipartite, to_torch_csr
+from models.mrdib import bpr_loss
+
+
+class LightGCNConfig(StrictConfig):
+    n_layers: int = 3         # propagation layers L
+    reg_weight: float = 1e-4  # L2 weight on the batch's layer-0 embeddings
+
+
+def propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Mean of [ego, A ego, ..., A^L ego]: [n_nodes, d] -> [n_nodes, d]."""
+    layers, current = [ego], ego
+    for _ in range(n_layers):
+        current = torch.sparse.mm(adjacency, current)
+        layers.append(current)
+    return torch.stack(layers).mean(0)
+
+
+class LightGCN(Recommender):
+    Config = LightGCNConfig
+
+    def __init__(self, ctx, config: LightGCNConfig):
+        super().__init__(ctx, config)
+        self.user_emb = seeded_embedding(ctx.n_users, ctx.embedding_dim)
+        self.item_emb = seeded_embedding(ctx.n_items, ctx.embedding_dim)
+        graph = normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)
+        self.adjacency = to_torch_csr(graph, ctx.device)  # [(U+I), (U+I)]
+
+    def all_embeddings(self):
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        final = propagate(self.adjacency, ego, self.config.n_layers)
+        return final[: self.ctx.n_users], final[self.ctx.n_users:]
+
+    def backbone_loss(self, users, pos, neg):
+        user_reps, item_reps = self.all_embeddings()
+        u, p, n = user_reps[users], item_reps[pos], item_reps[neg]
+        terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
+                 "reg": self.config.reg_weight * l2_penalty(
+                     self.user_emb(users), self.item_emb(pos), self.item_emb(neg))}
+        return terms, None

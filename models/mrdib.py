@@ -1,0 +1,177 @@
+"""The MRdIB training objective as a plug-in for any multimodal backbone.
+
+Wang, Qin, Li, Zhong, Wen, Huang. "Multimodal Representation-disentangled Information
+Bottleneck for Multimodal Recommendation", arXiv 2509.20225, 2025. Working spec:
+../shared/spec/MRDIB.md. Mutual-information estimation after Belghazi et al., "Mutual
+Information Neural Estimation" (MINE), ICML 2018 (Donsker-Varadhan bound).
+
+A backbone routes each modality's projection h_m through `MRdIB.encode(m, h_m)` and uses
+the returned z_m wherever it used h_m. After the backbone's own loss (which is L_S for
+backbones whose score uses z), `MRdIB.loss_terms` adds, by name:
+
+    kl          = alpha1 * sum_m KL(q(z_m|x_m) || N(0, I))        (Multimodal IB)
+    mine        = alpha2 * I_hat(z_v; z_t), critic frozen        (redundancy, encoders minimise)
+    mine_critic = -I_hat(z_v.detach(); z_t.detach())             (critic maximises the bound)
+    unique      = alpha3 * sum_m BPR(<e_u, g_m(z_m[i+])>, <e_u, g_m(z_m[i-])>)
+    fused       = BPR(<e_u, f(z_v, z_t)[i+]>, <e_u, f(z_v, z_t)[i-]>), only for backbones whose
+                  score does not use z (the explicit L_S head of the spec)
+
+Deviation, written down: with alpha1 = alpha2 = alpha3 = 0 the plug-in is inactive - encode()
+returns h unchanged and no loss term or random draw is added - so such a run is identical
+to the base backbone. Its parameters are initialised from their own generator, so building
+the plug-in never shifts the backbone's random initialisation.
+"""
+from __future__ import annotations
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from models.config import StrictConfig
+
+MODALITIES = ("image", "text")
+
+
+class MRdIBConfig(StrictConfig):
+    alpha1: float = 0.005     # weight of the KL (information bottleneck) term
+    alpha2: float = 0.05      # weight of the redundancy term I_hat(z_v; z_t)
+    alpha3: float = 0.005     # weight of the unique-information term L_U
+    critic_hidden: int = 64   # hidden width of the MINE critic T
+    mine_clamp: float = 10.0  # |T| is clamped to this to keep exp(T) finite
+    sigma_shift: float = 5.0  # sigma = softplus(W h - shift): small noise at start
+
+    @property
+    def active(self) -> bool:
+        return max(self.alpha1, self.alpha2, self.alpha3) > 0
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """-mean log sigmoid(s+ - s-), Rendle et al., UAI 2009."""
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag sigma^2) || N(0, I)) per row, summed over dimensions: [n, d] -> [n]."""
+    return 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+
+
+class GaussianEncoder(nn.Module):
+    """h [n, d_in] -> (mu, sigma) [n, d]; z = mu + sigma * eps in training, z = mu in evaluation."""
+
+    def __init__(self, d_in: int, d_out: int, sigma_shift: float):
+        super().__init__()
+        self.mu, self.log_scale, self.shift = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out), sigma_shift
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu(h), F.softplus(self.log_scale(h) - self.shift) + 1e-6
+
+
+class MineCritic(nn.Module):
+    """T(z_v, z_t) -> [n]: a small MLP on the concatenated pair."""
+
+    def __init__(self, d_v: int, d_t: int, hidden: int, clamp: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_v + d_t, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.clamp = clamp
+
+    def forward(self, z_v: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z_v, z_t], dim=-1)).squeeze(-1).clamp(-self.clamp, self.clamp)
+
+
+def mine_estimate(critic: nn.Module, z_v: torch.Tensor, z_t: torch.Tensor, perm: torch.Tensor,
+                  params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Donsker-Varadhan bound: mean T(joint) - log mean exp T(marginal); marginal = z_t shuffled."""
+    call = (lambda a, b: functional_call(critic, params, (a, b))) if params is not None else critic
+    joint = call(z_v, z_t).mean()
+    marginal = torch.logsumexp(call(z_v, z_t[perm]), dim=0) - math.log(len(perm))
+    return joint - marginal
+
+
+class MRdIB(nn.Module):
+    """Gaussian encoders, unique heads and the MINE critic, plus the per-batch latent cache."""
+
+    def __init__(self, dims: dict[str, int], user_dim: int, config: MRdIBConfig, seed: int,
+                 fused_head: bool = False):
+        super().__init__()
+        self.config = config
+        generator = torch.Generator().manual_seed(seed + 7919)  # own stream: backbone init unchanged
+        with _seeded_init(generator):
+            self.encoders = nn.ModuleDict({m: GaussianEncoder(d, d, config.sigma_shift) for m, d in dims.items()})
+            self.unique_heads = nn.ModuleDict({m: nn.Linear(d, user_dim, bias=False) for m, d in dims.items()})
+            self.critic = MineCritic(dims["image"], dims["text"], config.critic_hidden, config.mine_clamp) \
+                if set(dims) == set(MODALITIES) else None
+            self.fused_head = nn.Linear(sum(dims.values()), user_dim, bias=False) if fused_head else None
+        self._latents: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+
+    def encode(self, modality: str, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """z for the projection h [n, d] of `items` [n] (None: row i is item i)."""
+        if not self.config.active:
+            return h
+        mu, sigma = self.encoders[modality](h)
+        z = mu + sigma * torch.randn_like(sigma) if self.training else mu
+        self._latents[modality] = (z, mu, sigma, items)
+        return z
+
+    def latent(self, modality: str, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, mu, sigma) rows of the last encode() call for `items`."""
+        z, mu, sigma, encoded_items = self._latents[modality]
+        if encoded_items is None:
+            rows = items
+        else:
+            position = torch.full((int(encoded_items.max()) + 1,), -1, dtype=torch.long, device=items.device)
+            position[encoded_items] = torch.arange(len(encoded_items), device=items.device)
+            rows = position[items]
+        return z[rows], mu[rows], sigma[rows]
+
+    def loss_terms(self, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named, already weighted MRdIB terms. user: [b, user_dim] e_u for L_U; pos/neg: [b] items."""
+        cfg = self.config
+        if not cfg.active:
+            return {}
+        missing = [m for m in self.encoders if m not in self._latents]
+        if missing:
+            raise RuntimeError(f"MRdIB: the backbone did not encode modalities {missing} in this batch")
+        items = torch.unique(torch.cat([pos, neg]))
+        terms: dict[str, torch.Tensor] = {}
+        if cfg.alpha1 > 0:
+            kl = sum(gaussian_kl(*self.latent(m, items)[1:]).mean() for m in self.encoders)
+            terms["kl"] = cfg.alpha1 * kl
+        if cfg.alpha2 > 0 and self.critic is not None:
+            terms.update(self._redundancy_terms(items))
+        if cfg.alpha3 > 0:
+            unique = 0.0
+            for m, head in self.unique_heads.items():
+                z_pos, z_neg = self.latent(m, pos)[0], self.latent(m, neg)[0]
+                unique = unique + bpr_loss((user * head(z_pos)).sum(-1), (user * head(z_neg)).sum(-1))
+            terms["unique"] = cfg.alpha3 * unique
+        if self.fused_head is not None:
+            fused = [self.fused_head(torch.cat([self.latent(m, side)[0] for m in self.encoders], -1))
+                     for side in (pos, neg)]
+            terms["fused"] = bpr_loss((user * fused[0]).sum(-1), (user * fused[1]).sum(-1))
+        self._latents.clear()
+        return terms
+
+    def _redundancy_terms(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Min-max by split gradients: encoders see I_hat with T frozen, T sees -I_hat on detached z."""
+        z_v, z_t = self.latent("image", items)[0], self.latent("text", items)[0]
+        perm = torch.randperm(len(items), device=items.device)
+        frozen = {name: p.detach() for name, p in self.critic.named_parameters()}
+        encoder_side = mine_estimate(self.critic, z_v, z_t, perm, params=frozen)
+        critic_side = mine_estimate(self.critic, z_v.detach(), z_t.detach(), perm)
+        return {"mine": self.config.alpha2 * encoder_side, "mine_critic": -critic_side}
+
+
+class _seeded_init:
+    """Context manager: draw parameter initialisations from `generator`, leaving the global RNG alone."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def __enter__(self):
+        self._state = torch.get_rng_state()
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self._state)

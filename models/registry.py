@@ -1,0 +1,22 @@
+"""The explicit registry of backbones: name -> class. Add a backbone here and in params.yaml."""
+from __future__ import annotations
+
+from models.base import Recommender
+from models.bprmf import BPRMF
+from models.lightgcn import LightGCN
+from models.pop import Pop
+from models.vbpr import VBPR
+
+BACKBONES: dict[str, type[Recommender]] = {
+    "pop": Pop,
+    "bprmf": BPRMF,
+    "lightgcn": LightGCN,
+    "vbpr": VBPR,
+}
+
+
+def get_backbone(name: str) -> type[Recommender]:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; known backbones: {sorted(BACKBONES)}") from None

@@ -1,0 +1,222 @@
+"""The one training loop: BPR triples, Adam, early stopping on validation, resumable.
+
+Protocol (spec, section 4): one uniform negative per positive, drawn from the train items
+that are not the user's positives; early stopping on the validation metric with patience;
+test evaluated once, at the end, on the best-validation checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.base import Recommender
+from models.evaluation import Evaluator
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or inf."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+    valid_metric: str
+    weight_decay: float = 0.0
+    progress: bool = True
+
+
+@dataclass
+class TrainState:
+    """Everything needed to resume: saved after every epoch."""
+
+    epoch: int = 0                              # epochs finished
+    best_epoch: int = 0
+    best_score: float = -math.inf
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)  # per epoch: loss terms, valid metrics, seconds
+
+
+class NegativeSampler:
+    """Uniform negatives from the train items, rejecting the user's own positives (vectorised)."""
+
+    def __init__(self, train: np.ndarray, n_items: int, rng: np.random.Generator):
+        self.n_items, self.rng = n_items, rng
+        self.candidates = np.unique(train[:, 1])                    # items seen in train
+        self.positive_keys = np.unique(train[:, 0] * n_items + train[:, 1])  # sorted user*n+item
+
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        where = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
+        return self.positive_keys[where] == keys
+
+    def sample(self, users: np.ndarray) -> np.ndarray:
+        negatives = self.candidates[self.rng.integers(len(self.candidates), size=len(users))]
+        redo = np.flatnonzero(self.is_positive(users, negatives))
+        while len(redo):  # a user's positives are a small share of items: this ends in a few rounds
+            negatives[redo] = self.candidates[self.rng.integers(len(self.candidates), size=len(redo))]
+            redo = redo[self.is_positive(users[redo], negatives[redo])]
+        return negatives
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains one model; `fit` returns (best valid metrics, test metrics, state)."""
+
+    def __init__(self, model: Recommender, train: np.ndarray, evaluator: Evaluator, settings: TrainSettings,
+                 checkpoint_dir: Path, seed: int, fingerprint: str = "",
+                 on_epoch: Callable[[int, dict], None] | None = None):
+        """fingerprint: identifies the configuration; a checkpoint of another one is not resumed."""
+        self.model, self.train, self.evaluator, self.settings = model, train, evaluator, settings
+        self.dir, self.fingerprint, self.on_epoch = Path(checkpoint_dir), fingerprint, on_epoch
+        self.device = model.ctx.device
+        self.rng = np.random.default_rng([seed, 17])
+        self.sampler = NegativeSampler(train, model.ctx.n_items, self.rng)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay) \
+            if params and model.trainable else None
+        self.state = TrainState()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dir / "best.pt"
+
+    def save_last(self) -> None:
+        payload = {"fingerprint": self.fingerprint, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                   "state": self.state.__dict__, "numpy_rng": self.rng.bit_generator.state,
+                   "torch_rng": torch.get_rng_state(),
+                   "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        atomic_torch_save(payload, self.last_path)
+
+    def try_resume(self) -> bool:
+        if not self.last_path.exists() or self.optimizer is None:
+            return False
+        payload = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        if payload.get("fingerprint") != self.fingerprint:
+            log.warning("%s was written by another configuration: starting afresh", self.last_path)
+            self.best_path.unlink(missing_ok=True)
+            return False
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainState(**payload["state"])
+        self.rng.bit_generator.state = payload["numpy_rng"]
+        torch.set_rng_state(payload["torch_rng"])
+        if payload["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        log.info("resumed from %s after epoch %d (best %s %.4f at epoch %d)", self.last_path, self.state.epoch,
+                 self.settings.valid_metric, self.state.best_score, self.state.best_epoch)
+        return True
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Train with early stopping, then evaluate test once on the best checkpoint."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.optimizer is not None:
+            self.try_resume()
+            while self.state.epoch < self.settings.epochs and self.state.bad_epochs < self.settings.patience:
+                self.run_epoch()
+            if self.best_path.exists():
+                self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
+        else:
+            atomic_torch_save(self.model.state_dict(), self.best_path)
+        self.model.eval()
+        self.model.prepare_eval()
+        result = self.evaluator.evaluate(self.model.full_scores, ("valid", "test"))
+        return result["valid"], result["test"]
+
+    def run_epoch(self) -> None:
+        epoch = self.state.epoch + 1
+        self.model.train()
+        self.model.on_epoch_start(epoch)
+        started = time.perf_counter()
+        terms = self.train_epoch(epoch)
+        seconds = time.perf_counter() - started
+        self.model.eval()
+        self.model.prepare_eval()
+        valid = self.evaluator.evaluate(self.model.full_scores, ("valid",))["valid"]
+        record = {"epoch": epoch, "seconds": seconds, **{f"loss/{k}": v for k, v in terms.items()},
+                  **{f"valid/{k}": v for k, v in valid.items()}}
+        self.state.history.append(record)
+        score = valid[self.settings.valid_metric]
+        if score > self.state.best_score:
+            self.state.best_score, self.state.best_epoch, self.state.bad_epochs = score, epoch, 0
+            atomic_torch_save(self.model.state_dict(), self.best_path)
+        else:
+            self.state.bad_epochs += 1
+        self.state.epoch = epoch
+        self.save_last()
+        log.info("epoch %d  %s  valid %s %.4f (best %.4f @ %d)  %.2fs", epoch,
+                 " ".join(f"{k} {v:.4f}" for k, v in terms.items()), self.settings.valid_metric, score,
+                 self.state.best_score, self.state.best_epoch, seconds)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, record)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the shuffled train pairs; returns mean loss terms."""
+        order = self.rng.permutation(len(self.train))
+        users, positives = self.train[order, 0], self.train[order, 1]
+        negatives = self.sampler.sample(users)
+        triples = torch.as_tensor(np.stack([users, positives, negatives]), device=self.device)  # [3, n]
+        sums: dict[str, float] = {}
+        batches = range(0, len(order), self.settings.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not self.settings.progress,
+                   mininterval=1.0, dynamic_ncols=True)
+        for start in bar:
+            u, p, n = triples[:, start:start + self.settings.batch_size]
+            terms = self.model.calculate_loss(u, p, n)
+            total = check_finite(terms, epoch, start // self.settings.batch_size)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            bar.set_postfix({k: f"{v / (bar.n + 1):.4f}" for k, v in sums.items()}, refresh=False)
+        return {name: value / len(batches) for name, value in sums.items()}
+
+
+def check_finite(terms: dict[str, torch.Tensor], epoch: int, batch: int) -> torch.Tensor:
+    """Sum of the terms; a NaN or inf term stops the run with an error naming it."""
+    values = torch.stack(list(terms.values()))
+    if not torch.isfinite(values).all():
+        bad = {name: float(v) for name, v in terms.items() if not torch.isfinite(v)}
+        raise NonFiniteLossError(f"non-finite loss term(s) {bad} at epoch {epoch}, batch {batch}; "
+                                 f"all terms: { {k: float(v) for k, v in terms.items()} }")
+    return values.sum()
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary name, then rename: a killed run never leaves a torn file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MRDIB_SHARED_DATA", REPO.parent / "shared" / "data" / "amazon"))
+
+
+def write_inter(folder: Path, rows: list[tuple], header: str = "userID\titemID\tx_label", name: str = "toy") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.inter"
+    path.write_text(header + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+GOOD_ROWS = [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 1, 0), (1, 2, 0), (1, 0, 2), (2, 2, 0), (2, 0, 1)]
+
+
+@pytest.fixture
+def toy_folder(tmp_path):
+    write_inter(tmp_path / "toy", GOOD_ROWS)
+    return tmp_path / "toy"
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A small synthetic dataset folder with features, shared by the model tests."""
+    from tasks.synthetic import SyntheticConfig, generate, write_dataset
+
+    cfg = SyntheticConfig(n_users=120, n_items=150, image_dim=48, text_dim=32, mean_interactions=10)
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    write_dataset(out, *generate(cfg, seed=3))
+    return out
