@@ -52,8 +52,12 @@ class Recommender(nn.Module):
         self._eval_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def attach_mrdib(self, dims: dict[str, int], user_dim: int) -> None:
-        """Build the plug-in (mrdib variant only); call after the backbone's own layers."""
-        if self.ctx.mrdib is not None:
+        """Build the plug-in (mrdib variant with a non-zero alpha); call after the backbone's own layers.
+
+        With every alpha at 0 nothing is built, so the model is exactly the base backbone (even its
+        memory layout, which BLAS kernels can be sensitive to in the last bits).
+        """
+        if self.ctx.mrdib is not None and self.ctx.mrdib.active:
             self.mrdib = MRdIB(dims, user_dim, self.ctx.mrdib, self.ctx.seed, fused_head=self.fused_head)
 
     def encode(self, modality: str, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:

@@ -200,7 +200,7 @@ class Trainer:
             total.backward()
             self.optimizer.step()
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
             bar.set_postfix({k: f"{v / (bar.n + 1):.4f}" for k, v in sums.items()}, refresh=False)
         return {name: value / len(batches) for name, value in sums.items()}
 

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 
 class SyntheticConfig(StrictConfig):
-    n_users: int = Field(2000, ge=10)
-    n_items: int = Field(2000, ge=60)
+    n_users: int = Field(1500, ge=10)
+    n_items: int = Field(3000, ge=60)
     unique_visual: int = Field(4, ge=0)    # factors only the image features carry
     unique_text: int = Field(4, ge=0)      # factors only the text features carry
     redundant: int = Field(4, ge=0)        # factors both carry
@@ -52,7 +52,7 @@ class SyntheticConfig(StrictConfig):
     feature_noise: float = Field(0.1, ge=0)   # std of noise added after mixing
     preference_strength: float = Field(3.0, gt=0)  # scale of user-item affinity
     popularity_std: float = Field(0.5, ge=0)  # std of the item popularity bias
-    mean_interactions: float = Field(15.0, ge=5)  # per user, at least 5
+    mean_interactions: float = Field(12.0, ge=5)  # per user, at least 5
 
 
 def split_sizes(n: int) -> tuple[int, int]:

@@ -76,6 +76,9 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
                "epochs_run": trainer.state.epoch, "backbone": backbone, "variant": variant,
                "dataset": dataset.name, "seed": params.seed, "device": str(device),
                "standin_features": dataset.standin_features}
+    if dataset.standin_features:
+        metrics["warning"] = (f"STAND-IN features for {dataset.standin_features}: seeded noise with no signal; "
+                              "not comparable to published numbers")
     write_json(out / "history.json", history)
     write_json(out / "metrics.json", metrics)
     log.info("best epoch %d; test %s", metrics["best_epoch"],

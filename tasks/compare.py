@@ -1,0 +1,60 @@
+"""Train several backbones x variants on one dataset folder and print one comparison table.
+
+    python -m tasks.compare --data-dir data/synthetic --out results/synthetic \
+        [--models pop bprmf lightgcn vbpr vbpr:mrdib] [--set key=value ...]
+
+Each model runs through the same `tasks.train.run` as `python -m tasks.train` (its folder
+under --out holds metrics.json, history.json, best.pt); the table goes to stdout and to
+OUT/table.md. A finished model is not trained again (delete its folder to retrain).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tasks.config import load_params
+from tasks.train import run, write_json
+
+DEFAULT_MODELS = ["pop", "bprmf", "lightgcn", "vbpr", "vbpr:mrdib"]
+COLUMNS = ["recall@5", "ndcg@5", "recall@20", "ndcg@20", "precision@20", "map@20"]
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    header = "| model | best epoch | s/epoch | " + " | ".join(f"test {c}" for c in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
+    for name, m in rows.items():
+        cells = [f"{m['test'][c]:.4f}" for c in COLUMNS]
+        lines.append(f"| {name} | {m['best_epoch']} | {m['seconds_per_epoch']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("data/synthetic"))
+    parser.add_argument("--out", type=Path, default=Path("results/synthetic"))
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="BACKBONE[:VARIANT]")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    params = load_params(args.params, args.overrides)
+    rows = {}
+    for spec in args.models:
+        backbone, _, variant = spec.partition(":")
+        out = args.out / f"{backbone}-{variant or 'base'}"
+        done = out / "metrics.json"
+        rows[spec] = json.loads(done.read_text()) if done.exists() else \
+            run(params, args.data_dir, backbone, variant or "base", out)
+    table = markdown_table(rows)
+    standin = sorted({m for r in rows.values() for m in r["standin_features"]})
+    if standin:
+        table += f"\n\nSTAND-IN features ({', '.join(standin)}): seeded noise, not comparable to published numbers."
+    (args.out / "table.md").write_text(table + "\n")
+    write_json(args.out / "summary.json", rows)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

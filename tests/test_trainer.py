@@ -1,0 +1,131 @@
+"""The trainer and the one training command: sampling, determinism, resume, errors, metrics.json."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from models.trainer import NegativeSampler, NonFiniteLossError
+from tasks.config import ParamsError, load_params
+from tasks.train import main as train_main
+from tasks.train import run
+
+PARAMS = REPO / "params.yaml"
+QUIET = ["train.progress=false"]
+
+
+def test_negatives_are_train_items_and_never_positives():
+    rng = np.random.default_rng(0)
+    train = np.array([[0, 0], [0, 1], [0, 2], [1, 2], [1, 3], [2, 0], [2, 4]])  # item 5 never in train
+    sampler = NegativeSampler(train, n_items=6, rng=rng)
+    users = np.repeat(train[:, 0], 200)
+    negatives = sampler.sample(users)
+    positives = {(u, i) for u, i in train}
+    assert not any((u, i) in positives for u, i in zip(users, negatives))
+    assert set(negatives) <= set(train[:, 1])
+    assert set(negatives[users == 0]) == {3, 4}  # every allowed item gets drawn
+
+
+def params(*overrides):
+    return load_params(PARAMS, QUIET + list(overrides))
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(tiny_synthetic, tmp_path):
+    first = run(params("train.epochs=3"), tiny_synthetic, "bprmf", "base", tmp_path / "a")
+    second = run(params("train.epochs=3"), tiny_synthetic, "bprmf", "base", tmp_path / "b")
+    other = run(params("train.epochs=3", "seed=99"), tiny_synthetic, "bprmf", "base", tmp_path / "c")
+    assert first["valid"] == second["valid"] and first["test"] == second["test"]
+    assert first["valid"] != other["valid"]
+
+
+def test_zero_alphas_reproduce_the_base_model_exactly(tiny_synthetic, tmp_path):
+    zero = ["mrdib.alpha1=0", "mrdib.alpha2=0", "mrdib.alpha3=0", "train.epochs=3"]
+    base = run(params(*zero), tiny_synthetic, "vbpr", "base", tmp_path / "base")
+    plug = run(params(*zero), tiny_synthetic, "vbpr", "mrdib", tmp_path / "mrdib")
+    assert base["valid"] == plug["valid"] and base["test"] == plug["test"]
+    history = [json.loads((tmp_path / v / "history.json").read_text()) for v in ("base", "mrdib")]
+    assert [h["loss/bpr"] for h in history[0]] == [h["loss/bpr"] for h in history[1]]
+    active = run(params("train.epochs=3"), tiny_synthetic, "vbpr", "mrdib", tmp_path / "active")
+    terms = json.loads((tmp_path / "active" / "history.json").read_text())[0]
+    assert {"loss/kl", "loss/mine", "loss/mine_critic", "loss/unique"} <= set(terms)
+    assert active["valid"] != base["valid"]
+
+
+def test_non_finite_loss_names_the_term(tiny_synthetic, tmp_path):
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    for f in tiny_synthetic.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    np.save(folder / "image_feat.npy", np.full_like(np.load(tiny_synthetic / "image_feat.npy"), 3e38))
+    with pytest.raises(NonFiniteLossError, match="'bpr'"):
+        run(params("train.epochs=2"), folder, "vbpr", "base", tmp_path / "out")
+
+
+def test_cli_writes_metrics_json(tiny_synthetic, tmp_path):
+    out = tmp_path / "run"
+    train_main(["--data-dir", str(tiny_synthetic), "--backbone", "lightgcn", "--out", str(out), "--epochs", "2",
+                "--seed", "4", "--params", str(PARAMS), "--set", "train.progress=false"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    keys = [f"{m}@{k}" for k in (5, 10, 20, 50) for m in ("recall", "precision", "map", "ndcg")]
+    assert sorted(metrics["valid"]) == sorted(keys) and sorted(metrics["test"]) == sorted(keys)
+    assert 1 <= metrics["best_epoch"] <= 2 and metrics["seconds_per_epoch"] > 0
+    assert metrics["seed"] == 4 and metrics["standin_features"] == []
+    assert (out / "best.pt").exists() and (out / "train.log").exists()
+
+
+def test_bad_configuration_is_an_error(tiny_synthetic, tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown key 'train.lrr'.*'lr'"):
+        load_params(PARAMS, ["train.lrr=0.1"])
+    with pytest.raises(ParamsError, match="train.valid_metric"):
+        load_params(PARAMS, ["train.valid_metric=recall@7"])
+    with pytest.raises(ParamsError, match="n_layers"):
+        load_params(PARAMS, ["backbones.lightgcn.n_layers=three"])
+    with pytest.raises(KeyError, match=r"unknown backbone 'nope'; known backbones: \['bprmf'"):
+        run(params(), tiny_synthetic, "nope", "base", tmp_path / "x")
+    with pytest.raises(ValueError, match="MRdIB does not apply"):
+        run(params(), tiny_synthetic, "bprmf", "mrdib", tmp_path / "y")
+
+
+def test_standin_features_are_flagged(tiny_synthetic, tmp_path):
+    folder = tmp_path / "ids_only"
+    folder.mkdir()
+    (folder / "tiny.inter").write_bytes((tiny_synthetic / "tiny.inter").read_bytes())
+    with pytest.raises(ValueError, match="stand-in"):
+        run(params("train.epochs=1"), folder, "vbpr", "base", tmp_path / "no")
+    metrics = run(params("train.epochs=1", "data.standin_features=true"), folder, "vbpr", "base", tmp_path / "yes")
+    assert metrics["standin_features"] == ["image", "text"]
+    assert "STAND-IN" in json.dumps(metrics).upper()
+
+
+def train_command(data, out):
+    return [sys.executable, "-m", "tasks.train", "--data-dir", str(data), "--backbone", "vbpr", "--variant",
+            "mrdib", "--out", str(out), "--epochs", "8", "--set", "train.batch_size=64",
+            "--set", "train.progress=false", "--set", "train.patience=100"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_metrics(tiny_synthetic, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    subprocess.run(train_command(tiny_synthetic, tmp_path / "whole"), cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(train_command(tiny_synthetic, killed), cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(train_command(tiny_synthetic, killed), cwd=REPO, env=env, check=True,
+                             capture_output=True, text=True)
+    assert "resumed from" in resumed.stderr
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    again = json.loads((killed / "metrics.json").read_text())
+    assert again["valid"] == whole["valid"] and again["test"] == whole["test"]
+    assert again["best_epoch"] == whole["best_epoch"]
