@@ -55,10 +55,11 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
     log.info("%s", dataset.summary())
-    if dataset.standin_features:
-        log.warning("STAND-IN FEATURES for %s: seeded noise with no signal; results are not comparable "
-                    "to published numbers", dataset.standin_features)
     model = build_model(params, dataset, backbone, variant, device)
+    standin = [m for m in dataset.standin_features if m in model.modalities]  # what the model actually uses
+    if standin:
+        log.warning("STAND-IN FEATURES for %s: seeded noise with no signal; results are not comparable "
+                    "to published numbers", standin)
     log.info("%s/%s on %s, %d parameters, device %s", backbone, variant, dataset.name,
              sum(p.numel() for p in model.parameters()), device)
     evaluator = Evaluator(dataset.n_users, dataset.n_items, dataset.train,
@@ -75,9 +76,9 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
                "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history) if history else 0.0,
                "epochs_run": trainer.state.epoch, "backbone": backbone, "variant": variant,
                "dataset": dataset.name, "seed": params.seed, "device": str(device),
-               "standin_features": dataset.standin_features}
-    if dataset.standin_features:
-        metrics["warning"] = (f"STAND-IN features for {dataset.standin_features}: seeded noise with no signal; "
+               "standin_features": standin}
+    if standin:
+        metrics["warning"] = (f"STAND-IN features for {standin}: seeded noise with no signal; "
                               "not comparable to published numbers")
     write_json(out / "history.json", history)
     write_json(out / "metrics.json", metrics)
