@@ -38,6 +38,16 @@ class CSR:
         self.indptr = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), device=device)
         self.indices = torch.as_tensor(pairs[order, 1], device=device)
         self.counts = torch.as_tensor(counts, device=device)
+        self.n_items = int(pairs[:, 1].max()) + 1 if len(pairs) else 1
+        self.keys = self.indptr.new_tensor(np.sort(pairs[:, 0] * self.n_items + pairs[:, 1]))  # sorted user*n+item
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether (users[r], items[r, c]) is listed: [b], [b, k] -> bool [b, k], by binary search."""
+        if len(self.keys) == 0:
+            return torch.zeros_like(items, dtype=torch.bool)
+        keys = users[:, None] * self.n_items + items
+        where = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+        return (self.keys[where] == keys) & (items < self.n_items)
 
     def rows_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch row, item) index pairs of every item listed for `users` [b]."""
@@ -122,7 +132,4 @@ class Evaluator:
         n_relevant = heldout.counts[batch]
         keep = n_relevant > 0
         batch, top, n_relevant = batch[keep], top[keep], n_relevant[keep]
-        target = torch.zeros(len(batch), self.n_items, dtype=torch.bool, device=self.device)
-        rows, items = heldout.rows_of(batch)
-        target[rows, items] = True
-        return batch, metrics_from_hits(target.gather(1, top), n_relevant, self.ks)
+        return batch, metrics_from_hits(heldout.contains(batch, top), n_relevant, self.ks)

@@ -84,6 +84,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # Scatter-adds (embedding backward) are otherwise free to sum in thread order: same seed,
+    # different last bits. CUBLAS needs a fixed workspace for the same guarantee on a GPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
