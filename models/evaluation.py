@@ -84,6 +84,11 @@ def metrics_from_hits(hits: torch.Tensor, n_relevant: torch.Tensor, ks: Sequence
     return {name: out[name] for name in metric_names(ks)}
 
 
+def summarize(per_user: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, dict[str, float]]:
+    """Means over users of Evaluator.per_user's result: {split: {metric: mean}}."""
+    return {split: {m: float(v.mean()) for m, v in values.items()} for split, (_, values) in per_user.items()}
+
+
 class Evaluator:
     """Ranks all items for the users of the held-out splits and computes the metrics."""
 
@@ -116,8 +121,7 @@ class Evaluator:
 
     def evaluate(self, score_fn: ScoreFn, splits: Sequence[str] = ("valid",)) -> dict[str, dict[str, float]]:
         """{split: {"recall@5": mean over users, ...}}."""
-        return {split: {m: float(v.mean()) for m, v in values.items()}
-                for split, (_, values) in self.per_user(score_fn, splits).items()}
+        return summarize(self.per_user(score_fn, splits))
 
     def _top_items(self, score_fn: ScoreFn, batch: torch.Tensor) -> torch.Tensor:
         scores = score_fn(batch).to(self.device, torch.float32)  # [b, n_items]

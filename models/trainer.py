@@ -143,8 +143,12 @@ class Trainer:
         return True
 
     # -- training ----------------------------------------------------------------------------
-    def fit(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Train with early stopping, then evaluate test once on the best checkpoint."""
+    def fit(self) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Train with early stopping, then evaluate valid and test once on the best checkpoint.
+
+        Returns Evaluator.per_user's result for "valid" and "test" (per-user values, for
+        paired tests); `models.evaluation.summarize` turns it into means.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.optimizer is not None:
             self.try_resume()
@@ -156,8 +160,7 @@ class Trainer:
             atomic_torch_save(self.model.state_dict(), self.best_path)
         self.model.eval()
         self.model.prepare_eval()
-        result = self.evaluator.evaluate(self.model.full_scores, ("valid", "test"))
-        return result["valid"], result["test"]
+        return self.evaluator.per_user(self.model.full_scores, ("valid", "test"))
 
     def run_epoch(self) -> None:
         epoch = self.state.epoch + 1

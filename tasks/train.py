@@ -4,7 +4,7 @@
         [--epochs N] [--seed S] [--set key=value ...] [--standin-features]
 
 Writes DIR/metrics.json (valid and test: 16 metrics each, best_epoch, seconds_per_epoch),
-DIR/history.json (per-epoch loss terms and validation metrics), DIR/best.pt (the best
+DIR/per_user_test.npz (each test user's metrics, for paired tests), DIR/history.json (per-epoch loss terms and validation metrics), DIR/best.pt (the best
 checkpoint) and DIR/last.pt (resumes a killed run), and DIR/train.log.
 """
 from __future__ import annotations
@@ -17,11 +17,12 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.base import ModelContext, Recommender
 from models.data import Dataset, load_dataset
-from models.evaluation import Evaluator
+from models.evaluation import Evaluator, summarize
 from models.registry import BACKBONES, get_backbone
 from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
 from tasks.config import Params, load_params
@@ -70,7 +71,10 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
                              weight_decay=params.train.weight_decay, progress=params.train.progress)
     trainer = Trainer(model, dataset.train, evaluator, settings, out, params.seed,
                       fingerprint=fingerprint(params, data_dir, backbone, variant))
-    valid, test = trainer.fit()
+    per_user = trainer.fit()
+    means = summarize(per_user)
+    valid, test = means["valid"], means["test"]
+    save_per_user(out / "per_user_test.npz", *per_user["test"])
     history = trainer.state.history
     metrics = {"valid": valid, "test": test, "best_epoch": trainer.state.best_epoch,
                "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history) if history else 0.0,
@@ -85,6 +89,13 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
     log.info("best epoch %d; test %s", metrics["best_epoch"],
              " ".join(f"{k} {v:.4f}" for k, v in test.items() if k.endswith("@20")))
     return metrics
+
+
+def save_per_user(path: Path, users, values: dict) -> None:
+    """Per-user test metrics (for paired bootstrap tests between runs), written atomically."""
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, users=users, **{name.replace("@", "_at_"): v for name, v in values.items()})
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, payload) -> None:

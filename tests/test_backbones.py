@@ -5,7 +5,7 @@ import torch
 
 from conftest import REPO
 from models.data import load_dataset
-from models.evaluation import Evaluator
+from models.evaluation import Evaluator, summarize
 from models.registry import BACKBONES
 from models.trainer import Trainer, TrainSettings, seed_everything
 from tasks.config import load_params
@@ -53,5 +53,5 @@ def test_pop_ranks_by_train_popularity(tiny_synthetic, tmp_path):
     counts = np.bincount(data.train[:, 1], minlength=data.n_items)
     scores = trainer.model.full_scores(torch.tensor([0, 1]))
     assert np.array_equal(scores[0].numpy(), counts) and torch.equal(scores[0], scores[1])
-    valid, test = trainer.fit()
-    assert 0 < valid["recall@50"] <= 1 and set(test) == set(valid)
+    result = summarize(trainer.fit())
+    assert 0 < result["valid"]["recall@50"] <= 1 and set(result["test"]) == set(result["valid"])

@@ -76,6 +76,9 @@ def test_cli_writes_metrics_json(tiny_synthetic, tmp_path):
     assert 1 <= metrics["best_epoch"] <= 2 and metrics["seconds_per_epoch"] > 0
     assert metrics["seed"] == 4 and metrics["standin_features"] == []
     assert (out / "best.pt").exists() and (out / "train.log").exists()
+    per_user = np.load(out / "per_user_test.npz")
+    assert per_user["ndcg_at_20"].mean() == pytest.approx(metrics["test"]["ndcg@20"])
+    assert len(per_user["users"]) == len(np.unique(per_user["users"]))
 
 
 def test_bad_configuration_is_an_error(tiny_synthetic, tmp_path):
