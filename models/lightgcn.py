@@ -9,7 +9,7 @@ import torch
 
 from models.base import Recommender, l2_penalty, seeded_embedding
 from models.config import StrictConfig
-from models.graph import SymmetricGraph, normalized_bipartite
+from models.graph import SparseGraph, normalized_bipartite
 from models.mrdib import bpr_loss
 
 
@@ -18,7 +18,7 @@ class LightGCNConfig(StrictConfig):
     reg_weight: float = 1e-4  # L2 weight on the batch's layer-0 embeddings
 
 
-def propagate(adjacency: SymmetricGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+def propagate(adjacency: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
     """Mean of [ego, A ego, ..., A^L ego]: [n_nodes, d] -> [n_nodes, d]."""
     layers, current = [ego], ego
     for _ in range(n_layers):
@@ -35,7 +35,7 @@ class LightGCN(Recommender):
         self.user_emb = seeded_embedding(ctx.n_users, ctx.embedding_dim)
         self.item_emb = seeded_embedding(ctx.n_items, ctx.embedding_dim)
         graph = normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)
-        self.adjacency = SymmetricGraph(graph, ctx.device)  # [(U+I), (U+I)]
+        self.adjacency = SparseGraph(graph, ctx.device)  # [(U+I), (U+I)]
 
     def all_embeddings(self):
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 from models.base import Recommender
 from models.bprmf import BPRMF
+from models.dualgnn import DualGNN
+from models.freedom import FREEDOM
 from models.lightgcn import LightGCN
+from models.mgcn import MGCN
+from models.mmgcn import MMGCN
 from models.pop import Pop
+from models.soil import SOIL
 from models.vbpr import VBPR
 
 BACKBONES: dict[str, type[Recommender]] = {
@@ -12,6 +17,11 @@ BACKBONES: dict[str, type[Recommender]] = {
     "bprmf": BPRMF,
     "lightgcn": LightGCN,
     "vbpr": VBPR,
+    "mmgcn": MMGCN,
+    "dualgnn": DualGNN,
+    "freedom": FREEDOM,
+    "mgcn": MGCN,
+    "soil": SOIL,
 }
 
 

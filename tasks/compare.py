@@ -1,11 +1,12 @@
 """Train several backbones x variants on one dataset folder and print one comparison table.
 
-    python -m tasks.compare --data-dir data/synthetic --out results/synthetic \
-        [--models pop bprmf lightgcn vbpr vbpr:mrdib] [--set key=value ...]
+    python -m tasks.compare --data-dir data/synthetic --out runs/synthetic \
+        [--models pop bprmf lightgcn vbpr vbpr:mrdib] [--seeds 2024 2025] [--set key=value ...]
 
-Each model runs through the same `tasks.train.run` as `python -m tasks.train` (its folder
-under --out holds metrics.json, history.json, best.pt); the table goes to stdout and to
-OUT/table.md. A finished model is not trained again (delete its folder to retrain).
+Each model runs through the same `tasks.train.run` as `python -m tasks.train`; its folder
+OUT/<backbone>-<variant>-seed<seed>/ holds metrics.json, per_user_test.npz, history.json and
+best.pt (the layout `tasks.evaluate` reads). The table goes to stdout and to OUT/table.md.
+A finished model is not trained again (delete its folder to retrain).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def markdown_table(rows: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data/synthetic"))
-    parser.add_argument("--out", type=Path, default=Path("results/synthetic"))
+    parser.add_argument("--out", type=Path, default=Path("runs/synthetic"))
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the seed in params.yaml")
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="BACKBONE[:VARIANT]")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -41,12 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     params = load_params(args.params, args.overrides)
     rows = {}
-    for spec in args.models:
-        backbone, _, variant = spec.partition(":")
-        out = args.out / f"{backbone}-{variant or 'base'}"
-        done = out / "metrics.json"
-        rows[spec] = json.loads(done.read_text()) if done.exists() else \
-            run(params, args.data_dir, backbone, variant or "base", out)
+    for seed in args.seeds or [params.seed]:
+        seeded = params.model_copy(update={"seed": seed})
+        for spec in args.models:
+            backbone, _, variant = spec.partition(":")
+            name = f"{backbone}-{variant or 'base'}-seed{seed}"
+            done = args.out / name / "metrics.json"
+            rows[name] = json.loads(done.read_text()) if done.exists() else \
+                run(seeded, args.data_dir, backbone, variant or "base", args.out / name)
     table = markdown_table(rows)
     standin = sorted({m for r in rows.values() for m in r["standin_features"]})
     if standin:

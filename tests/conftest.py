@@ -3,6 +3,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Test tensors are tiny: one thread is faster than two that wait on each other (and far
+# faster when the machine is busy).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MRDIB_SHARED_DATA", REPO.parent / "shared" / "data" / "amazon"))

@@ -6,15 +6,6 @@ from torch.distributions import Normal, kl_divergence
 from models.mrdib import MRdIB, MRdIBConfig, MineCritic, gaussian_kl, mine_estimate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster than two that wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_kl_matches_closed_form():
     gen = torch.Generator().manual_seed(0)
     mu, sigma = torch.randn(5, 7, generator=gen), torch.rand(5, 7, generator=gen) + 0.1

@@ -1,9 +1,9 @@
-"""SymmetricGraph: the sparse product and its gradient equal the dense computation."""
+"""SparseGraph: the sparse product and its gradient equal the dense computation."""
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.graph import SymmetricGraph, normalized_bipartite
+from models.graph import SparseGraph, normalized_bipartite
 
 
 def test_product_and_gradient_match_dense():
@@ -13,7 +13,7 @@ def test_product_and_gradient_match_dense():
     assert torch.allclose(dense, dense.T)
     x = torch.randn(6, 4, requires_grad=True, generator=torch.Generator().manual_seed(0))
     weights = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
-    graph = SymmetricGraph(matrix)
+    graph = SparseGraph(matrix)
     out = graph @ (graph @ x)
     (out * weights).sum().backward()
     expected_x = x.detach().clone().requires_grad_(True)

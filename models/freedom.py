@@ -1,0 +1,108 @@
+"""FREEDOM: a frozen multimodal item-item graph and a denoised (pruned) user-item graph.
+
+Zhou & Shen. "A Tale of Two Graphs: Freezing and Denoising Graph Structures for Multimodal
+Recommendation", ACM MM 2023.
+
+- Frozen item graph: per modality the binary top-k cosine graph of the raw features, sym
+  normalised, mixed S = w_v S_v + (1 - w_v) S_t (w_v = 0.1); built once, never learned.
+- Denoised user-item graph: each epoch keeps a (1 - dropout) share of the interactions, drawn
+  without replacement with probability proportional to 1 / sqrt(d_u d_i), and re-normalises;
+  evaluation uses the full graph.
+- h = S^L_ii e_item (1 layer), LightGCN mean over L_ui = 2 layers of the (pruned) graph;
+  user = LightGCN_u, item = LightGCN_i + h, score = <user, item>.
+- L = BPR + lambda * sum_m BPR(<user, W_m x_m[i+]>, <user, W_m x_m[i-]>), the projected raw
+  features as auxiliary item vectors (lambda is the reference's `reg_weight`).
+
+MRdIB: z_m = encode(W_m x_m), the Linear 4096 -> 64 / 384 -> 64 of the auxiliary losses. The
+score does not use z, so `fused_head = True`: the plug-in adds the explicit L_S head on
+(z_v, z_t). e_u for L_U and L_S is the final user representation.
+
+Deviations, written down:
+- Only the batch's unique items are projected for the auxiliary losses (the reference projects
+  every item each batch): identical values, less work.
+- train_features (default true, as the reference code) fine-tunes copies of the raw feature
+  tables; the item graph is built from the original features and stays frozen.
+- The pruned graph of epoch e is drawn from a generator seeded by (seed, e), so a resumed run
+  sees the same graphs; before the first `on_epoch_start` the epoch-0 draw is used.
+- Xavier-normal embedding init (repository convention) instead of Xavier-uniform.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.base import Recommender, seeded_embedding
+from models.config import StrictConfig
+from models.graph import degree_sensitive_edges, knn_graph, normalized_bipartite, SparseGraph
+from models.lightgcn import propagate
+from models.mrdib import bpr_loss
+
+
+class FREEDOMConfig(StrictConfig):
+    knn_k: int = 10               # neighbours per item in each modality's frozen kNN graph
+    image_weight: float = 0.1     # weight of the image graph in the mixed item graph (text: 1 - it)
+    dropout: float = 0.8          # share of user-item edges pruned each epoch (paper grid {0.8, 0.9})
+    n_ui_layers: int = 2          # LightGCN layers on the user-item graph
+    n_ii_layers: int = 1          # propagation layers on the frozen item-item graph
+    modality_weight: float = 1e-4  # lambda: weight of the per-modality auxiliary BPR losses
+    train_features: bool = True   # fine-tune the raw feature tables (as the reference code)
+
+
+class FREEDOM(Recommender):
+    Config = FREEDOMConfig
+    modalities = ("image", "text")
+    fused_head = True
+
+    def __init__(self, ctx, config: FREEDOMConfig):
+        super().__init__(ctx, config)
+        d = ctx.embedding_dim
+        self.user_emb = seeded_embedding(ctx.n_users, d)
+        self.item_emb = seeded_embedding(ctx.n_items, d)
+        self.raw = nn.ParameterDict({m: nn.Parameter(ctx.features[m].clone()) for m in self.modalities}) \
+            if config.train_features else ctx.features
+        self.projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], d) for m in self.modalities})
+        mixed = (config.image_weight * knn_graph(ctx.features["image"], config.knn_k, weighted=False)
+                 + (1 - config.image_weight) * knn_graph(ctx.features["text"], config.knn_k, weighted=False))
+        self.item_graph = SparseGraph(mixed, ctx.device)                               # [I, I], frozen
+        self.adjacency = SparseGraph(normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train), ctx.device)
+        self.train_adjacency = self.pruned_adjacency(0)                                 # [U+I, U+I]
+        self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+
+    def pruned_adjacency(self, epoch: int) -> torch.Tensor:
+        """The normalised graph of a degree-sensitive sample of the edges, drawn for `epoch`."""
+        if self.config.dropout <= 0:
+            return self.adjacency
+        seed = int(np.random.SeedSequence([self.ctx.seed, epoch]).generate_state(1)[0])
+        kept = degree_sensitive_edges(self.ctx.n_users, self.ctx.n_items, self.ctx.train, 1 - self.config.dropout,
+                                      torch.Generator().manual_seed(seed))
+        return SparseGraph(normalized_bipartite(self.ctx.n_users, self.ctx.n_items, kept), self.ctx.device)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.train_adjacency = self.pruned_adjacency(epoch)
+
+    def embed(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users [U, d], items [I, d]) on the given user-item graph."""
+        h = self.item_emb.weight
+        for _ in range(self.config.n_ii_layers):
+            h = self.item_graph @ h                                    # [I, d]
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        out = propagate(adjacency, ego, self.config.n_ui_layers)                       # [U+I, d]
+        return out[: self.ctx.n_users], out[self.ctx.n_users:] + h
+
+    def all_embeddings(self):
+        return self.embed(self.adjacency)
+
+    def backbone_loss(self, users, pos, neg):
+        user_reps, item_reps = self.embed(self.train_adjacency)
+        u = user_reps[users]                                                           # [b, d]
+        items = torch.unique(torch.cat([pos, neg]))
+        position = torch.empty(self.ctx.n_items, dtype=torch.long, device=items.device)
+        position[items] = torch.arange(len(items), device=items.device)
+        auxiliary = 0.0
+        for m in self.modalities:
+            z = self.encode(m, self.projections[m](self.raw[m][items]), items)        # [n_unique, d]
+            auxiliary = auxiliary + bpr_loss((u * z[position[pos]]).sum(-1), (u * z[position[neg]]).sum(-1))
+        terms = {"bpr": bpr_loss((u * item_reps[pos]).sum(-1), (u * item_reps[neg]).sum(-1)),
+                 "modal": self.config.modality_weight * auxiliary}
+        return terms, u

@@ -1,0 +1,129 @@
+"""MGCN: multi-view graph convolution with behaviour-guided purifiers and a behaviour-aware fuser.
+
+Yu, Tan, Lu, Bao. "Multi-View Graph Convolutional Network for Multimedia Recommendation",
+ACM MM 2023.
+
+Three views of every node: the user-item view (LightGCN on the interaction graph, the "content"
+embeddings) and one item-item view per modality. In a modality view the item ID embedding is
+purified by a gate computed from the projected features, e_m = e_id * sigmoid(W_m z_m + b_m),
+propagated over the frozen kNN item graph of that modality and carried to users through the
+normalised interaction matrix. The fuser takes the attention-weighted common part of the
+modality views plus each view's specific part gated by the user-item view's preference:
+
+    common = sum_m a_m e_m,  side = (sum_m sigmoid(P_m content) * (e_m - common) + common) / 3
+    final  = content + side,   score(u, i) = <final_u, final_i>
+    L      = BPR + reg * L2(final_u, final_i+, final_i-)
+             + cl * (InfoNCE(side_i+, content_i+) + InfoNCE(side_u, content_u))
+
+MRdIB: z_m = encode(W_m x_m), the Linear projection that feeds the purifier gate; the BPR
+above uses z, so it is L_S; e_u for L_U is final_u.
+
+Deviations from the paper / reference code, written down:
+- The reference decays the learning rate by 0.96 every 50 epochs; the shared trainer has no
+  scheduler, so no decay is applied (constant Adam lr).
+- Embedding tables use Xavier-normal init (the repository's convention), not Xavier-uniform.
+- train_features (default true, as the reference code) fine-tunes copies of the raw feature
+  tables; the kNN graphs are built once from the original features and stay frozen.
+- InfoNCE is the batch cross-entropy form (same value as the reference's exp/sum form, but
+  stable); the reference's fixed 0.2 temperature is the `temperature` key.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import Recommender, l2_penalty, seeded_embedding
+from models.config import StrictConfig
+from models.graph import knn_graph, normalized_bipartite, SparseGraph
+from models.lightgcn import propagate
+from models.mrdib import bpr_loss
+
+
+class MGCNConfig(StrictConfig):
+    knn_k: int = 10               # neighbours per item in each modality's kNN graph
+    n_ui_layers: int = 2          # LightGCN layers on the user-item graph
+    n_ii_layers: int = 1          # propagation layers on the item-item graphs
+    reg_weight: float = 1e-4      # L2 weight on the batch's final user/item representations
+    cl_weight: float = 0.01       # weight of the side/content InfoNCE terms
+    temperature: float = 0.2      # InfoNCE temperature
+    train_features: bool = True   # fine-tune the raw feature tables (as the reference code)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean InfoNCE of a[i] against b[i] with the other rows of b as negatives: [n, d] x [n, d] -> []."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    logits = a @ b.T / temperature                                   # [n, n]
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
+
+
+class AttentionFuser(nn.Module):
+    """Softmax attention over modality views: list of [n, d] -> common part [n, d]."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+
+    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
+        weights = torch.softmax(torch.cat([self.query(v) for v in views], dim=-1), dim=-1)  # [n, M]
+        return sum(weights[:, k:k + 1] * v for k, v in enumerate(views))
+
+
+def gate(d: int) -> nn.Module:
+    """x [n, d] -> sigmoid(W x + b) [n, d]."""
+    return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
+
+
+class MGCN(Recommender):
+    Config = MGCNConfig
+    modalities = ("image", "text")
+
+    def __init__(self, ctx, config: MGCNConfig):
+        super().__init__(ctx, config)
+        d = ctx.embedding_dim
+        self.user_emb = seeded_embedding(ctx.n_users, d)
+        self.item_emb = seeded_embedding(ctx.n_items, d)
+        self.raw = nn.ParameterDict({m: nn.Parameter(ctx.features[m].clone()) for m in self.modalities}) \
+            if config.train_features else ctx.features
+        self.projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], d) for m in self.modalities})
+        self.purifiers = nn.ModuleDict({m: gate(d) for m in self.modalities})
+        self.preferences = nn.ModuleDict({m: gate(d) for m in self.modalities})
+        self.fuser = AttentionFuser(d)
+        graph = normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)
+        self.adjacency = SparseGraph(graph, ctx.device)                              # [U+I, U+I]
+        self.user_item = SparseGraph(graph[:ctx.n_users, ctx.n_users:], ctx.device)  # [U, I]
+        self.item_graphs = {m: SparseGraph(knn_graph(ctx.features[m], config.knn_k, weighted=True), ctx.device)
+                            for m in self.modalities}                                  # [I, I] each
+        self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+
+    def modality_view(self, m: str) -> torch.Tensor:
+        """Purified item IDs of modality m on its item graph, users by aggregation -> [U+I, d]."""
+        z = self.encode(m, self.projections[m](self.raw[m]))                         # [I, d]
+        items = self.item_emb.weight * self.purifiers[m](z)
+        for _ in range(self.config.n_ii_layers):
+            items = self.item_graphs[m] @ items
+        return torch.cat([self.user_item @ items, items])
+
+    def views(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(final, side, content), each [U+I, d], users first."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        content = propagate(self.adjacency, ego, self.config.n_ui_layers)
+        views = [self.modality_view(m) for m in self.modalities]
+        common = self.fuser(views)
+        specific = sum(self.preferences[m](content) * (v - common) for m, v in zip(self.modalities, views))
+        side = (specific + common) / 3
+        return content + side, side, content
+
+    def all_embeddings(self):
+        final = self.views()[0]
+        return final[: self.ctx.n_users], final[self.ctx.n_users:]
+
+    def backbone_loss(self, users, pos, neg):
+        final, side, content = self.views()
+        n_u, tau = self.ctx.n_users, self.config.temperature
+        u, p, n = final[users], final[n_u + pos], final[n_u + neg]
+        contrast = info_nce(side[n_u + pos], content[n_u + pos], tau) + info_nce(side[users], content[users], tau)
+        terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
+                 "reg": self.config.reg_weight * l2_penalty(u, p, n),
+                 "cl": self.config.cl_weight * contrast}
+        return terms, u

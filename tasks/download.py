@@ -1,0 +1,310 @@
+"""Bring one dataset's raw files into `data/raw/<dataset>/` (the first stage of the pipeline).
+
+Sources (the `source` field of `DownloadConfig`):
+
+- `synthetic`  : the embedded benchmark of tasks/synthetic.py (no network).
+- `amazon2014` : McAuley's 2014 files `reviews_<Category>_5.json.gz`, `meta_<Category>.json.gz` and
+                 `image_features_<Category>.b`, from the URLs in the config.
+- `prepared`   : a folder, or an archive URL (.zip / .tar.gz / .tgz / .tar), already in the field's
+                 layout (`<name>.inter`, `image_feat.npy`, `text_feat.npy`, optional id mappings).
+- `local`      : a folder on disk with interactions only (e.g. ../shared/data/amazon/baby): the small
+                 `.inter`, the id mappings and `item_keywords.tsv` (if any) are copied.
+
+HTTP downloads stream into `<file>.part` with a progress bar, resume a partial file with a Range
+request, retry with exponential back-off, check sha256 when given (and record the computed hash in
+`<dest>/checksums.json` in any case), and only then move the file to its final name.
+
+    python -m tasks.download --dataset baby --config-json '{"source": "local", "path": "../shared/data/amazon/baby"}'
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Literal
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse
+from urllib.request import Request, urlopen
+
+from pydantic import Field, model_validator
+from tqdm import tqdm
+
+from models.config import StrictConfig
+from models.data import DataError, find_inter_file
+
+log = logging.getLogger(__name__)
+
+AMAZON_FILES = {"reviews": "reviews_{category}_5.json.gz", "meta": "meta_{category}.json.gz",
+                "images": "image_features_{category}.b"}
+PREPARED_FILES = ("image_feat.npy", "text_feat.npy", "u_id_mapping.csv", "i_id_mapping.csv")
+LOCAL_FILES = ("u_id_mapping.csv", "i_id_mapping.csv", "item_keywords.tsv")
+RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download that could not be completed; the message names the URL and the cause."""
+
+
+class _Dropped(ConnectionError):
+    """The server closed the connection before the announced length arrived."""
+
+
+class DownloadConfig(StrictConfig):
+    source: Literal["synthetic", "amazon2014", "prepared", "local"]
+    category: str | None = None  # amazon2014: the category in the file names, e.g. Baby, Sports_and_Outdoors
+    urls: dict[str, str] = Field(default_factory=dict)  # amazon2014: reviews / meta / images -> URL
+    path: str | None = None      # prepared: folder or archive URL; local: folder
+    sha256: dict[str, str] = Field(default_factory=dict)  # file name -> expected sha256 (optional)
+    retries: int = Field(5, ge=0)       # extra attempts after a dropped connection or a 5xx
+    backoff: float = Field(1.0, ge=0)   # seconds before the first retry, doubled each time
+    timeout: float = Field(60.0, gt=0)  # seconds without data before an attempt fails
+
+    @model_validator(mode="after")
+    def check_source_fields(self) -> "DownloadConfig":
+        if self.source == "amazon2014":
+            if not self.category:
+                raise ValueError("source amazon2014 needs `category` (e.g. Baby)")
+            unknown = set(self.urls) - set(AMAZON_FILES)
+            if unknown or "reviews" not in self.urls:
+                raise ValueError(f"source amazon2014: `urls` needs 'reviews' (and 'meta', 'images'); "
+                                 f"known keys {sorted(AMAZON_FILES)}, got {sorted(self.urls)}")
+        if self.source in ("prepared", "local") and not self.path:
+            raise ValueError(f"source {self.source} needs `path` (a folder, or for prepared an archive URL)")
+        return self
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_checksum(folder: Path, name: str, url: str, digest: str, verified: bool) -> None:
+    """Add one file's hash to `<folder>/checksums.json` (name -> url, sha256, verified against config)."""
+    path = folder / "checksums.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record[name] = {"url": url, "sha256": digest, "verified": verified}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _stream_once(url: str, part: Path, timeout: float, progress: bool) -> None:
+    """One attempt: append to `part` from its current size (Range request), to the end of the body."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    with urlopen(Request(url, headers=headers), timeout=timeout) as response:
+        if offset and response.status != 206:  # the server ignored the Range header: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        with open(part, "ab" if offset else "wb") as out, \
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5],
+                     disable=not progress, leave=False) as bar:
+            while block := response.read(CHUNK):
+                out.write(block)
+                bar.update(len(block))
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise _Dropped(f"connection dropped after {size} of {total} bytes")
+
+
+def _download_with_retries(url: str, part: Path, retries: int, backoff: float, timeout: float,
+                           progress: bool) -> None:
+    """Repeat `_stream_once` (each resuming) until complete; a 4xx other than 408/429 fails at once."""
+    for attempt in range(retries + 1):
+        try:
+            _stream_once(url, part, timeout, progress)
+            return
+        except HTTPError as err:
+            if err.code == 416:  # the range is past the end: what is kept is not a prefix, restart
+                part.unlink(missing_ok=True)
+            elif err.code not in RETRYABLE_HTTP:
+                raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+            last = f"HTTP {err.code} {err.reason}"
+        except _Dropped as err:
+            last = str(err)
+        except (URLError, http.client.HTTPException, OSError) as err:
+            last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+        if attempt < retries:
+            delay = backoff * 2 ** attempt
+            log.warning("%s: attempt %d/%d failed (%s); retrying in %.1f s", url, attempt + 1, retries + 1, last, delay)
+            time.sleep(delay)
+    kept = part.stat().st_size if part.exists() else 0
+    resume = f"; {kept} bytes kept in {part} for a later resume" if kept else ""
+    raise DownloadError(f"{url}: failed after {retries} retries ({retries + 1} attempts); last error: {last}{resume}")
+
+
+def fetch(url: str, dest: Path, sha256: str | None = None, *, retries: int = 5, backoff: float = 1.0,
+          timeout: float = 60.0, progress: bool = True) -> str:
+    """Download `url` to `dest` (skipped if already there and valid); returns its sha256.
+
+    The file appears under its final name only when complete and verified; the hash is recorded in
+    `dest.parent/checksums.json`.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = sha256.lower() if sha256 else None
+    if dest.exists():
+        digest = sha256_file(dest)
+        if expected in (None, digest):
+            log.info("%s: already present, sha256 %s", dest, digest)
+            record_checksum(dest.parent, dest.name, url, digest, verified=expected is not None)
+            return digest
+        log.warning("%s: present but sha256 %s != expected %s; downloading again", dest, digest, expected)
+        dest.unlink()
+    part = dest.with_name(dest.name + ".part")
+    _download_with_retries(url, part, retries, backoff, timeout, progress)
+    digest = sha256_file(part)
+    if expected and digest != expected:
+        part.unlink()  # resuming a corrupt file would only reproduce the mismatch
+        raise DownloadError(f"{url}: checksum mismatch: expected sha256 {expected}, got {digest}; "
+                            f"the file was removed")
+    os.replace(part, dest)
+    record_checksum(dest.parent, dest.name, url, digest, verified=expected is not None)
+    log.info("%s: %d bytes, sha256 %s%s", dest, dest.stat().st_size, digest, " (verified)" * bool(expected))
+    return digest
+
+
+def _fetch_options(cfg: DownloadConfig, progress: bool) -> dict:
+    return {"retries": cfg.retries, "backoff": cfg.backoff, "timeout": cfg.timeout, "progress": progress}
+
+
+def download_amazon2014(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[Path]:
+    """Fetch the category's review, metadata and image-feature files into `dest`."""
+    paths = []
+    for kind, url in cfg.urls.items():
+        path = dest / AMAZON_FILES[kind].format(category=cfg.category)
+        fetch(url, path, cfg.sha256.get(path.name), **_fetch_options(cfg, progress))
+        paths.append(path)
+    missing = sorted(set(AMAZON_FILES) - set(cfg.urls))
+    if missing:
+        log.warning("amazon2014 %s: no URL for %s; the features stage will need another source",
+                    cfg.category, missing)
+    return paths
+
+
+def _is_url(text: str) -> bool:
+    return urlparse(text).scheme in ("http", "https", "file")
+
+
+def extract_archive(archive: Path, into: Path) -> None:
+    """Unpack a .zip or tar archive, refusing members that would land outside `into`."""
+    into.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as handle:
+            root = into.resolve()
+            for member in handle.namelist():
+                if not (into / member).resolve().is_relative_to(root):
+                    raise DataError(f"{archive}: member {member!r} would be written outside {into}")
+            handle.extractall(into)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as handle:
+            handle.extractall(into, filter="data")  # "data" refuses absolute paths, .. and devices
+    else:
+        raise DataError(f"{archive}: not a .zip or tar archive")
+
+
+def _copy_files(src: Path, dest: Path, required: list[Path], optional: tuple[str, ...]) -> list[str]:
+    """Copy `required` and whatever of `optional` exists in `src` into a fresh `dest` (temp + rename)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = [p.name for p in required] + [n for n in optional if (src / n).is_file()]
+    for name in names:
+        shutil.copyfile(src / name, tmp / name)  # contents only: not the source's read-only mode
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return names
+
+
+def copy_local(src: Path, dest: Path) -> list[str]:
+    """`local`: copy the `.inter` file, id mappings and item keywords of an interactions-only folder."""
+    if not src.is_dir():
+        raise DataError(f"{src}: local dataset folder does not exist")
+    names = _copy_files(src, dest, [find_inter_file(src)], LOCAL_FILES)
+    log.info("copied %s from %s to %s (interactions only: feature files come from the features stage)",
+             names, src, dest)
+    return names
+
+
+def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[str]:
+    """`prepared`: a folder or an archive URL in the field's layout; copies `.inter` + features."""
+    if not _is_url(cfg.path):
+        src = Path(cfg.path)
+    else:
+        staging = dest.with_name(dest.name + ".download")
+        archive = staging / Path(urlparse(cfg.path).path).name
+        fetch(cfg.path, archive, cfg.sha256.get(archive.name), **_fetch_options(cfg, progress))
+        extract_archive(archive, staging / "extracted")
+        inter = sorted((staging / "extracted").rglob("*.inter"))
+        if len(inter) != 1:
+            raise DataError(f"{cfg.path}: expected exactly one *.inter file in the archive, "
+                            f"found {[str(p.relative_to(staging)) for p in inter] or 'none'}")
+        src = inter[0].parent
+    if not src.is_dir():
+        raise DataError(f"{src}: prepared dataset folder does not exist")
+    names = _copy_files(src, dest, [find_inter_file(src)], PREPARED_FILES)
+    if _is_url(cfg.path):
+        shutil.copyfile(staging / "checksums.json", dest / "checksums.json")
+        shutil.rmtree(staging)
+    missing = [n for n in ("image_feat.npy", "text_feat.npy") if n not in names]
+    if missing:
+        log.warning("%s: no %s; training will need them or explicit stand-ins", cfg.path, missing)
+    return names
+
+
+def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed: int = 2024,
+             synthetic=None, progress: bool = True) -> Path:
+    """Bring dataset `name` into `root/name` from `cfg.source`; returns that folder.
+
+    synthetic: a tasks.synthetic.SyntheticConfig for the `synthetic` source (default values if None).
+    """
+    dest = Path(root) / name
+    if cfg.source == "synthetic":
+        from tasks.synthetic import SyntheticConfig, generate, write_dataset
+        write_dataset(dest, *generate(synthetic or SyntheticConfig(), seed))
+    elif cfg.source == "amazon2014":
+        download_amazon2014(cfg, dest, progress)
+    elif cfg.source == "prepared":
+        download_prepared(cfg, dest, progress)
+    else:
+        copy_local(Path(cfg.path), dest)
+    log.info("%s (%s) ready in %s", name, cfg.source, dest)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="folder name under --root")
+    parser.add_argument("--config-json", required=True, help="DownloadConfig fields as a JSON object")
+    parser.add_argument("--root", type=Path, default=Path("data/raw"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="source synthetic: read `seed` and the `synthetic` section from here")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = DownloadConfig(**json.loads(args.config_json))
+    seed, synthetic = 2024, None
+    if cfg.source == "synthetic":
+        from tasks.config import load_params
+        params = load_params(args.params)
+        seed, synthetic = params.seed, params.synthetic
+    try:
+        download(args.dataset, cfg, args.root, seed, synthetic, progress=not args.no_progress)
+    except (DownloadError, DataError) as err:
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
+
+
+if __name__ == "__main__":
+    main()

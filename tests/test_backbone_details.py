@@ -1,0 +1,57 @@
+"""Backbone-specific behaviour the generic backbone test does not see."""
+import torch
+
+from conftest import REPO
+from models.data import load_dataset
+from models.trainer import seed_everything
+from tasks.config import load_params
+from tasks.train import build_model
+
+
+def build(folder, backbone, variant="base"):
+    params = load_params(REPO / "params.yaml")
+    seed_everything(params.seed)
+    data = load_dataset(folder)
+    return build_model(params, data, backbone, variant, torch.device("cpu")), data
+
+
+def one_step(model, data):
+    users, pos = torch.as_tensor(data.train[:64, 0]), torch.as_tensor(data.train[:64, 1])
+    neg = torch.randint(0, data.n_items, (64,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    sum(model.calculate_loss(users, pos, neg).values()).backward()
+    optimizer.step()
+
+
+def test_mmgcn_trains_id_embeddings_and_preferences(tiny_synthetic):
+    """The reference code leaves both untrained (plain tensors, not parameters)."""
+    model, data = build(tiny_synthetic, "mmgcn")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()
+              if name.startswith(("ids", "preferences"))}
+    assert set(before) == {"ids.weight", "preferences.image.weight", "preferences.text.weight"}
+    one_step(model, data)
+    params = dict(model.named_parameters())
+    assert all(not torch.equal(params[name], value) for name, value in before.items())
+
+
+def test_freedom_prunes_per_epoch_deterministically_and_evaluates_on_the_full_graph(tiny_synthetic):
+    model, _ = build(tiny_synthetic, "freedom")
+    full = model.adjacency.nnz
+    model.on_epoch_start(1)
+    first = model.train_adjacency.to_dense()
+    assert model.train_adjacency.nnz < 0.3 * full            # dropout 0.8 keeps ~20% of the edges
+    model.on_epoch_start(2)
+    assert not torch.equal(model.train_adjacency.to_dense(), first)
+    model.on_epoch_start(1)
+    assert torch.equal(model.train_adjacency.to_dense(), first)  # same epoch, same graph (resumable)
+    model.eval()
+    model.prepare_eval()
+    _, items = model._eval_cache
+    assert torch.allclose(items, model.embed(model.adjacency)[1])
+
+
+def test_freedom_mrdib_adds_the_fused_head(tiny_synthetic):
+    model, data = build(tiny_synthetic, "freedom", "mrdib")
+    users, pos = torch.as_tensor(data.train[:32, 0]), torch.as_tensor(data.train[:32, 1])
+    terms = model.calculate_loss(users, pos, torch.randint(0, data.n_items, (32,)))
+    assert {"bpr", "modal", "fused", "kl", "unique"} <= set(terms)
