@@ -73,7 +73,7 @@ def bench_evaluation(data, batch_size: int) -> None:
           f"score matrix would be {dense_mb:.0f} MB)")
 
 
-def bench_training(data, epochs: int) -> None:
+def bench_training(data, epochs: int, names: list[str]) -> None:
     params = load_params("params.yaml", ["train.progress=false"])
     evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid})
     settings = TrainSettings(epochs=epochs, batch_size=params.train.batch_size, lr=params.train.lr,
@@ -81,13 +81,16 @@ def bench_training(data, epochs: int) -> None:
     print(f"\nseconds per training epoch (mean of epochs 2..{epochs}, epoch 1 is warm-up):")
     print("| backbone | base s/epoch | mrdib s/epoch | mrdib overhead | base vs reference |")
     print("|---|---|---|---|---|")
-    for name, cls in BACKBONES.items():
+    for name in names:
+        cls = BACKBONES[name]
         if not cls.trainable:
             continue
         seconds = {}
         for variant in ("base", "mrdib") if cls.modalities else ("base",):
             seed_everything(params.seed)
+            started = time.perf_counter()
             model = build_model(params, data, name, variant, torch.device("cpu"))
+            build = time.perf_counter() - started
             trainer = Trainer(model, data.train, evaluator, settings, Path("/tmp/bench-ckpt"), params.seed)
             model.train()
             times = []
@@ -95,6 +98,7 @@ def bench_training(data, epochs: int) -> None:
                 times.append(best_of(1, lambda: trainer.train_epoch(epoch)))
             seconds[variant] = sum(times[1:]) / max(len(times) - 1, 1)
         base, mrdib = seconds["base"], seconds.get("mrdib")
+        print(f"  ({name}: model and graphs built in {build:.1f} s, peak RSS so far {peak_rss_mb():.0f} MB)")
         overhead = f"{100 * (mrdib / base - 1):+.1f}%" if mrdib else "n/a"
         reference = f"{base / REFERENCE_SECONDS[name]:.2f}x of {REFERENCE_SECONDS[name]} s" \
             if name in REFERENCE_SECONDS else "n/a"
@@ -107,12 +111,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--eval-batch-size", type=int, default=4096)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), help="default: all")
     args = parser.parse_args()
     data = load_dataset(args.data_dir, standin=True, seed=0)
     print(data.summary(), f"| torch threads: {torch.get_num_threads()}")
     bench_evaluation(data, args.eval_batch_size)
     if not args.skip_training:
-        bench_training(data, args.epochs)
+        bench_training(data, args.epochs, args.backbones)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ asked for, and the returned `Dataset.standin_features` says so.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,20 @@ def standin_features(modality: str, n_items: int, seed: int) -> np.ndarray:
     return noise / np.linalg.norm(noise, axis=1, keepdims=True)
 
 
+def read_feature_record(folder: Path) -> list[str]:
+    """Modalities that `features.json` (written by tasks.features) lists as stand-ins."""
+    path = folder / "features.json"
+    if not path.exists():
+        return []
+    try:
+        standin = json.loads(path.read_text()).get("standin", [])
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise DataError(f"{path}: expected a JSON object with a 'standin' list: {err}") from err
+    if not isinstance(standin, list) or not set(standin) <= set(STANDIN_DIMS):
+        raise DataError(f"{path}: key 'standin': expected a list of {sorted(STANDIN_DIMS)}, got {standin!r}")
+    return standin
+
+
 def load_dataset(folder: str | Path, standin: bool = False, seed: int = 0) -> Dataset:
     """Load a dataset folder.
 
@@ -151,10 +166,13 @@ def load_dataset(folder: str | Path, standin: bool = False, seed: int = 0) -> Da
     labels = inter["x_label"].to_numpy()
     dataset = Dataset(name=inter_path.stem, path=folder, n_users=n_users, n_items=n_items,
                       **{split: np.ascontiguousarray(pairs[labels == code]) for split, code in SPLITS.items()})
+    recorded_standins = read_feature_record(folder)
     for modality in ("image", "text"):
         path = folder / f"{modality}_feat.npy"
         if path.exists():
             dataset.features[modality] = read_features(path, n_items)
+            if modality in recorded_standins:  # written as stand-ins by tasks.features: keep saying so
+                dataset.standin_features.append(modality)
         elif standin:
             dataset.features[modality] = standin_features(modality, n_items, seed)
             dataset.standin_features.append(modality)

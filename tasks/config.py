@@ -14,6 +14,9 @@ from models.config import StrictConfig
 from models.evaluation import metric_names
 from models.mrdib import MRdIBConfig
 from models.registry import BACKBONES
+from tasks.download import DownloadConfig
+from tasks.features import FeaturesConfig
+from tasks.filter import FilterConfig
 from tasks.synthetic import SyntheticConfig
 
 
@@ -45,6 +48,29 @@ class DataConfig(StrictConfig):
     standin_features: bool = False  # fill missing feature files with seeded noise (flagged everywhere)
 
 
+class DatasetConfig(StrictConfig):
+    """One dataset of the pipeline: where it comes from and what differs when training on it."""
+
+    download: DownloadConfig
+    features: FeaturesConfig | None = None  # None: the download already holds the feature files
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of `train:` for this dataset
+
+    @field_validator("train")
+    @classmethod
+    def known_train_keys(cls, value: dict) -> dict:
+        TrainConfig(**value)  # unknown keys and wrong types fail here, not at training time
+        return value
+
+
+class PipelineConfig(StrictConfig):
+    datasets: list[str] = ["synthetic"]      # names in `datasets:`
+    backbones: list[str] = ["vbpr"]          # multimodal backbones, trained base and mrdib
+    references: list[str] = []               # ID-only references (pop, bprmf, lightgcn), base only
+    seeds: list[int] = [2024]
+    ablation_backbones: list[str] = []       # backbones of the ablation (Table 2)
+    bootstrap: int = Field(1000, ge=10)      # resamples of the paired bootstrap
+
+
 class Params(StrictConfig):
     seed: int = 2024
     data: DataConfig = DataConfig()
@@ -52,6 +78,27 @@ class Params(StrictConfig):
     mrdib: MRdIBConfig = MRdIBConfig()
     backbones: dict[str, dict[str, Any]] = Field(default_factory=dict)
     synthetic: SyntheticConfig = SyntheticConfig()
+    filter: FilterConfig = FilterConfig()
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="after")
+    def check_pipeline(self) -> "Params":
+        unknown = [d for d in self.pipeline.datasets if d not in self.datasets]
+        if unknown:
+            raise ValueError(f"pipeline.datasets: {unknown} not defined under datasets: {sorted(self.datasets)}")
+        for key in ("backbones", "references", "ablation_backbones"):
+            names = [b for b in getattr(self.pipeline, key) if b not in BACKBONES]
+            if names:
+                raise ValueError(f"pipeline.{key}: unknown backbone(s) {names}; known: {sorted(BACKBONES)}")
+        return self
+
+    def for_dataset(self, name: str) -> "Params":
+        """These params with the dataset's own `train:` overrides applied (global -> dataset)."""
+        if name not in self.datasets or not self.datasets[name].train:
+            return self
+        train = self.train.model_copy(update=self.datasets[name].train)
+        return self.model_copy(update={"train": TrainConfig(**train.model_dump())})
 
     @model_validator(mode="after")
     def check_backbones(self) -> "Params":
@@ -95,3 +142,10 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] = ()) -> 
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ParamsError(f"{path}: {problems}") from None
+
+
+def dataset_config(params: Params, name: str) -> DatasetConfig:
+    if name not in params.datasets:
+        raise ParamsError(f"dataset {name!r} is not defined under `datasets:` in params.yaml; "
+                          f"defined: {sorted(params.datasets)}")
+    return params.datasets[name]

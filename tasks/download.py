@@ -287,19 +287,20 @@ def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="folder name under --root")
-    parser.add_argument("--config-json", required=True, help="DownloadConfig fields as a JSON object")
+    parser.add_argument("--config-json", help="DownloadConfig fields as a JSON object "
+                        "(default: `datasets.<dataset>.download` of --params)")
     parser.add_argument("--root", type=Path, default=Path("data/raw"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="source synthetic: read `seed` and the `synthetic` section from here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = DownloadConfig(**json.loads(args.config_json))
-    seed, synthetic = 2024, None
-    if cfg.source == "synthetic":
-        from tasks.config import load_params
-        params = load_params(args.params)
-        seed, synthetic = params.seed, params.synthetic
+    from tasks.config import dataset_config, load_params
+
+    params = load_params(args.params)
+    cfg = DownloadConfig(**json.loads(args.config_json)) if args.config_json else \
+        dataset_config(params, args.dataset).download
+    seed, synthetic = params.seed, params.synthetic
     try:
         download(args.dataset, cfg, args.root, seed, synthetic, progress=not args.no_progress)
     except (DownloadError, DataError) as err:

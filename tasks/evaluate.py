@@ -89,6 +89,15 @@ def table1_rows(runs: list[Run], n_boot: int, seed: int) -> list[dict]:
     return rows
 
 
+def nested(rows: list[dict]) -> dict:
+    """{dataset: {backbone: {metric: {base_mean, mrdib_mean, ...}}}}: the shape `dvc metrics` reads."""
+    out: dict = {}
+    for r in rows:
+        values = {k: v for k, v in r.items() if k not in ("dataset", "backbone", "metric")}
+        out.setdefault(r["dataset"], {}).setdefault(r["backbone"], {})[r["metric"].replace("@", "_at_")] = values
+    return out
+
+
 def format_table1(rows: list[dict]) -> str:
     lines = ["| dataset | backbone | metric | base | MRdIB | improv. | 95% CI of diff |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     note = f"\n\nSTAND-IN features (no signal) in: {', '.join(standin)}.\n" if standin else "\n"
     (args.out / "table1.md").write_text(format_table1(rows) + note)
     (args.out / "table3.md").write_text(format_table3(runs) + "\n")
-    write_json(args.out / "table1.json", rows)
+    write_json(args.out / "table1.json", nested(rows))
     print(format_table1(rows) + note + "\n" + format_table3(runs))
 
 

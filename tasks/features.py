@@ -13,7 +13,9 @@ Image (`image` field):
 Either modality may be `standin` (seeded noise, models.data.standin_features) when asked explicitly;
 `features.json` records the source of each modality and lists the stand-ins.
 
-    python -m tasks.features --raw data/raw/baby --dataset data/baby --seed 2024 --config-json '{"text": "metadata"}'
+    python -m tasks.features --dataset baby2014 [--raw data/raw/baby2014] [--out data/prepared/baby2014]
+
+With no `features:` for the dataset in params.yaml, the source's own feature files are checked and copied.
 """
 from __future__ import annotations
 
@@ -249,18 +251,43 @@ def build_features(cfg: FeaturesConfig, raw: Path, dataset: Path, seed: int = 20
     return record
 
 
+def copy_features(raw: Path, dataset: Path) -> dict:
+    """Sources that ship their features (synthetic, prepared): check and copy them; say which exist."""
+    from models.data import read_features
+
+    n_items = len(read_item_asins(dataset))
+    record = {"n_items": n_items, "standin": [], "copied_from": str(raw)}
+    for modality in ("image", "text"):
+        source = Path(raw) / f"{modality}_feat.npy"
+        if not source.exists():
+            raise DataError(f"{source}: missing; this source ships no {modality} features: set "
+                            f"`features:` for the dataset in params.yaml (e.g. {modality}: standin)")
+        matrix = read_features(source, n_items)
+        _save(Path(dataset) / source.name, lambda h: np.save(h, matrix))
+        record[modality] = {"source": "copied", "dim": int(matrix.shape[1])}
+    _save(Path(dataset) / "features.json", lambda h: h.write((json.dumps(record, indent=2) + "\n").encode()))
+    return record
+
+
 def main(argv: list[str] | None = None) -> None:
+    from tasks.config import dataset_config, load_params
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True, help="folder with meta_*.json.gz / image_features_*.b")
-    parser.add_argument("--dataset", type=Path, required=True, help="folder with i_id_mapping.csv; outputs go here")
-    parser.add_argument("--seed", type=int, default=2024, help="seed of stand-in features (params.yaml `seed`)")
-    parser.add_argument("--config-json", default="{}", help="FeaturesConfig fields as a JSON object")
+    parser.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
+    parser.add_argument("--raw", type=Path, help="raw folder (default data/raw/<dataset>)")
+    parser.add_argument("--out", type=Path, help="dataset folder with i_id_mapping.csv (default data/prepared/<dataset>)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = FeaturesConfig(**json.loads(args.config_json))
+    params = load_params(args.params)
+    raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
+    cfg = dataset_config(params, args.dataset).features
     try:
-        build_features(cfg, args.raw, args.dataset, args.seed, progress=not args.no_progress)
+        if cfg is None:
+            copy_features(raw, out)
+        else:
+            build_features(cfg, raw, out, params.seed, progress=not args.no_progress)
     except DataError as err:
         parser.exit(1, f"{parser.prog}: error: {err}\n")
 

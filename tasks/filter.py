@@ -8,7 +8,9 @@ each user's interactions with the protocol's seeded recipe (tasks.synthetic.spli
 `<name>.inter` (userID itemID x_label rating timestamp), `u_id_mapping.csv` and `i_id_mapping.csv`
 (tab-separated, as ../shared/data/amazon).
 
-    python -m tasks.filter --raw data/raw/baby --out data/baby --seed 2024 [--stats data/baby/filter.json]
+    python -m tasks.filter --dataset baby2014 [--raw data/raw/baby2014] [--out data/prepared/baby2014] [--stats F]
+
+Sources already split (synthetic, prepared, local) are checked and copied unchanged.
 """
 from __future__ import annotations
 
@@ -169,19 +171,48 @@ def filter_reviews(raw: Path, out: Path, cfg: FilterConfig = FilterConfig(), see
     return stats
 
 
+def copy_split(raw: Path, out: Path) -> dict:
+    """Sources already split (synthetic, prepared, local): check and copy the `.inter` as `<out name>.inter`,
+    with the id mappings (identity mappings where the source has none)."""
+    from models.data import find_inter_file, read_interactions
+
+    path = find_inter_file(Path(raw))
+    inter = read_interactions(path)  # refuses bad input with file, row and column
+    frame = pd.read_csv(path, sep="\t")
+    maps = {}
+    for name, key, column in (("u_id_mapping.csv", "userID", "user_id"), ("i_id_mapping.csv", "itemID", "asin")):
+        source = Path(raw) / name
+        n = int(inter[key].max()) + 1
+        maps[name] = pd.read_csv(source, sep="\t", dtype=str) if source.exists() else \
+            pd.DataFrame({column: [f"{key}_{i}" for i in range(n)], key: np.arange(n)})
+    write_outputs(Path(out), frame, maps["u_id_mapping.csv"], maps["i_id_mapping.csv"])
+    sizes = np.bincount(inter["x_label"], minlength=3)
+    return {"users": int(inter["userID"].max()) + 1, "items": int(inter["itemID"].max()) + 1,
+            "interactions": len(inter), "train": int(sizes[0]), "valid": int(sizes[1]), "test": int(sizes[2]),
+            "source": str(path)}
+
+
 def main(argv: list[str] | None = None) -> None:
+    from tasks.config import dataset_config, load_params
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True, help="folder with reviews_<Category>_5.json.gz")
-    parser.add_argument("--out", type=Path, required=True, help="dataset folder; the .inter is named after it")
-    parser.add_argument("--seed", type=int, default=2024, help="seed of the per-user split (params.yaml `seed`)")
-    parser.add_argument("--config-json", default="{}", help="FilterConfig fields as a JSON object")
+    parser.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
+    parser.add_argument("--raw", type=Path, help="raw folder (default data/raw/<dataset>)")
+    parser.add_argument("--out", type=Path, help="dataset folder (default data/prepared/<dataset>)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--stats", type=Path, help="also write the counts to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    params = load_params(args.params)
+    raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
     try:
-        stats = filter_reviews(args.raw, args.out, FilterConfig(**json.loads(args.config_json)), args.seed)
+        if dataset_config(params, args.dataset).download.source == "amazon2014":
+            stats = filter_reviews(raw, out, params.filter, params.seed)
+        else:
+            stats = copy_split(raw, out)
     except DataError as err:
         parser.exit(1, f"{parser.prog}: error: {err}\n")
+    log.info("%s: %s", out, stats)
     if args.stats:
         args.stats.write_text(json.dumps(stats, indent=2) + "\n")
 

@@ -56,6 +56,9 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
     log.info("%s", dataset.summary())
+    if params.datasets.get(dataset.name) and params.datasets[dataset.name].train:
+        log.info("train overrides of dataset %s: %s", dataset.name, params.datasets[dataset.name].train)
+        params = params.for_dataset(dataset.name)
     model = build_model(params, dataset, backbone, variant, device)
     standin = [m for m in dataset.standin_features if m in model.modalities]  # what the model actually uses
     if standin:

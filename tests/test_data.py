@@ -97,3 +97,12 @@ def test_missing_folder_and_ambiguous_inter(tmp_path, toy_folder):
     (toy_folder / "other.inter").write_text("userID\titemID\tx_label\n")
     with pytest.raises(DataError, match="exactly one"):
         load_dataset(toy_folder)
+
+
+def test_standins_recorded_by_the_features_stage_stay_flagged(toy_folder):
+    np.save(toy_folder / "image_feat.npy", np.ones((3, 2), dtype=np.float32))
+    (toy_folder / "features.json").write_text('{"standin": ["image"]}')
+    assert load_dataset(toy_folder).standin_features == ["image"]
+    (toy_folder / "features.json").write_text('{"standin": ["sound"]}')
+    with pytest.raises(DataError, match="features.json.*'standin'"):
+        load_dataset(toy_folder)

@@ -1,0 +1,62 @@
+"""A real `dvc repro` of a tiny configuration in a temporary copy of the repository."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+DVC = str(Path(sys.executable).with_name("dvc"))
+TRACKED = ["dvc.yaml", "params.yaml", "models", "tasks", ".dvc/config", ".dvc/.gitignore"]
+
+
+def tiny_params(path: Path) -> None:
+    params = yaml.safe_load(path.read_text())
+    params["synthetic"].update(n_users=80, n_items=120, image_dim=16, text_dim=8, mean_interactions=8)
+    params["datasets"]["synthetic"]["train"].update(epochs=2, batch_size=256)
+    params["pipeline"].update(backbones=["vbpr"], references=["pop"], seeds=[1, 2], bootstrap=50)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    for name in TRACKED:
+        source = REPO / name
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, work / name)
+    tiny_params(work / "params.yaml")
+    env = os.environ | {"PYTHONPATH": str(work), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(command, cwd=work, check=True, env=env)
+    return work, env
+
+
+def dvc(work, env, *args):
+    return subprocess.run([DVC, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
+    work, env = workspace
+    first = dvc(work, env, "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    metrics = json.loads((work / "runs/synthetic/vbpr-mrdib-seed2/metrics.json").read_text())
+    assert len(metrics["test"]) == 16 and metrics["standin_features"] == []
+    table = json.loads((work / "reports/table1.json").read_text())
+    assert table["synthetic"]["vbpr"]["recall_at_5"]["seeds"] == 2
+    assert "| synthetic | vbpr | ndcg@20 |" in (work / "reports/table1.md").read_text()
+    again = dvc(work, env, "repro")
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
+    shown = dvc(work, env, "metrics", "show", "--json")
+    assert shown.returncode == 0 and "recall@20" in shown.stdout
