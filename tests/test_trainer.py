@@ -132,3 +132,17 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_synthetic, tmp_path):
     again = json.loads((killed / "metrics.json").read_text())
     assert again["valid"] == whole["valid"] and again["test"] == whole["test"]
     assert again["best_epoch"] == whole["best_epoch"]
+
+
+def test_compare_trains_each_model_once_and_prints_a_table(tiny_synthetic, tmp_path, capsys):
+    from tasks.compare import main as compare_main
+
+    args = ["--data-dir", str(tiny_synthetic), "--out", str(tmp_path), "--models", "pop", "vbpr:mrdib",
+            "--params", str(PARAMS), "--set", "train.epochs=1", "--set", "train.progress=false"]
+    compare_main(args)
+    table = (tmp_path / "table.md").read_text()
+    assert "| pop-base-seed2024 |" in table and "| vbpr-mrdib-seed2024 |" in table
+    first = (tmp_path / "vbpr-mrdib-seed2024" / "metrics.json").stat().st_mtime_ns
+    compare_main(args)  # finished models are read back, not trained again
+    assert (tmp_path / "vbpr-mrdib-seed2024" / "metrics.json").stat().st_mtime_ns == first
+    assert "vbpr-mrdib-seed2024" in capsys.readouterr().out
