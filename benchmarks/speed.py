@@ -67,7 +67,7 @@ def bench_evaluation(data, batch_size: int) -> None:
     dense_mb = data.n_users * data.n_items * 4 / 2**20
     print(f"full evaluation (valid+test), {data.n_users} users x {data.n_items} items, batch {batch_size}:")
     print(f"  {full:.3f} s  = {full / floor:.1f}x the matrix-product floor ({floor:.3f} s, "
-          f"{2 * data.n_users * data.n_items * 64 / 1e9:.1f} GFLOP) ; reference toolbox 4.3 s -> "
+          f"{data.n_users * data.n_items * 64 / 1e9:.1f} G multiply-adds) ; reference toolbox 4.3 s -> "
           f"{full / REFERENCE_SECONDS['evaluation']:.2f}x")
     print(f"  peak RSS growth {growth:.0f} MB (one user batch ~{batch_mb:.0f} MB; a dense users x items "
           f"score matrix would be {dense_mb:.0f} MB)")
