@@ -106,3 +106,12 @@ def seeded_embedding(n: int, dim: int, std: float | None = None) -> nn.Embedding
     else:
         nn.init.normal_(table.weight, std=std)
     return table
+
+
+def modality_inputs(ctx: ModelContext, modalities: tuple[str, ...], dim: int, trainable: bool):
+    """(raw feature tables, Linear d_m -> dim per modality); trainable=True fine-tunes copies of the
+    tables, as the FREEDOM / MGCN reference code does."""
+    raw = nn.ParameterDict({m: nn.Parameter(ctx.features[m].clone()) for m in modalities}) \
+        if trainable else ctx.features
+    projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], dim) for m in modalities})
+    return raw, projections

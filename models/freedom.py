@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from models.base import Recommender, seeded_embedding
+from models.base import Recommender, modality_inputs, seeded_embedding
 from models.config import StrictConfig
 from models.graph import degree_sensitive_edges, knn_graph, normalized_bipartite, SparseGraph
 from models.lightgcn import propagate
@@ -59,9 +58,7 @@ class FREEDOM(Recommender):
         d = ctx.embedding_dim
         self.user_emb = seeded_embedding(ctx.n_users, d)
         self.item_emb = seeded_embedding(ctx.n_items, d)
-        self.raw = nn.ParameterDict({m: nn.Parameter(ctx.features[m].clone()) for m in self.modalities}) \
-            if config.train_features else ctx.features
-        self.projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], d) for m in self.modalities})
+        self.raw, self.projections = modality_inputs(ctx, self.modalities, d, config.train_features)
         mixed = (config.image_weight * knn_graph(ctx.features["image"], config.knn_k, weighted=False)
                  + (1 - config.image_weight) * knn_graph(ctx.features["text"], config.knn_k, weighted=False))
         self.item_graph = SparseGraph(mixed, ctx.device)                               # [I, I], frozen

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Recommender, l2_penalty, seeded_embedding
+from models.base import Recommender, l2_penalty, modality_inputs, seeded_embedding
 from models.config import StrictConfig
 from models.graph import knn_graph, normalized_bipartite, SparseGraph
 from models.lightgcn import propagate
@@ -69,6 +69,14 @@ class AttentionFuser(nn.Module):
         return sum(weights[:, k:k + 1] * v for k, v in enumerate(views))
 
 
+def item_graph_view(items: torch.Tensor, item_graph, user_item, n_layers: int) -> torch.Tensor:
+    """Items [I, d] propagated n_layers on their item graph, users as the aggregate of their
+    items -> [U+I, d], users first (MGCN's and SOIL's modality views)."""
+    for _ in range(n_layers):
+        items = item_graph @ items
+    return torch.cat([user_item @ items, items])
+
+
 def gate(d: int) -> nn.Module:
     """x [n, d] -> sigmoid(W x + b) [n, d]."""
     return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
@@ -83,9 +91,7 @@ class MGCN(Recommender):
         d = ctx.embedding_dim
         self.user_emb = seeded_embedding(ctx.n_users, d)
         self.item_emb = seeded_embedding(ctx.n_items, d)
-        self.raw = nn.ParameterDict({m: nn.Parameter(ctx.features[m].clone()) for m in self.modalities}) \
-            if config.train_features else ctx.features
-        self.projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], d) for m in self.modalities})
+        self.raw, self.projections = modality_inputs(ctx, self.modalities, d, config.train_features)
         self.purifiers = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.preferences = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.fuser = AttentionFuser(d)
@@ -99,10 +105,8 @@ class MGCN(Recommender):
     def modality_view(self, m: str) -> torch.Tensor:
         """Purified item IDs of modality m on its item graph, users by aggregation -> [U+I, d]."""
         z = self.encode(m, self.projections[m](self.raw[m]))                         # [I, d]
-        items = self.item_emb.weight * self.purifiers[m](z)
-        for _ in range(self.config.n_ii_layers):
-            items = self.item_graphs[m] @ items
-        return torch.cat([self.user_item @ items, items])
+        return item_graph_view(self.item_emb.weight * self.purifiers[m](z), self.item_graphs[m],
+                               self.user_item, self.config.n_ii_layers)
 
     def views(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(final, side, content), each [U+I, d], users first."""

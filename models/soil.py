@@ -45,7 +45,7 @@ from models.config import StrictConfig
 from models.graph import (bipartite, interaction_matrix, interest_item_graphs, knn_graph, second_order_interest,
                           symmetric_normalize, SparseGraph)
 from models.lightgcn import propagate
-from models.mgcn import AttentionFuser, gate, info_nce
+from models.mgcn import AttentionFuser, gate, info_nce, item_graph_view
 from models.mrdib import bpr_loss
 
 
@@ -100,10 +100,8 @@ class SOIL(Recommender):
     def modality_view(self, m: str) -> torch.Tensor:
         """Gated item IDs of modality m on its interest-aware graph, users by aggregation -> [U+I, d]."""
         z = self.encode(m, self.projections[m](self.ctx.features[m]))               # [I, d]
-        items = self.item_emb.weight * self.gates[m](z)
-        for _ in range(self.config.n_ii_layers):
-            items = self.item_graphs[m] @ items
-        return torch.cat([self.user_item @ items, items])
+        return item_graph_view(self.item_emb.weight * self.gates[m](z), self.item_graphs[m],
+                               self.user_item, self.config.n_ii_layers)
 
     def views(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(final, side, content), each [U+I, d], users first."""
