@@ -47,6 +47,22 @@ class MRdIBConfig(StrictConfig):
         return max(self.alpha1, self.alpha2, self.alpha3) > 0
 
 
+# The paper's Table 2: each setting zeroes some of the three weights of the full objective.
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "no_kl": ("alpha1",),                 # without the information bottleneck
+    "no_redundancy": ("alpha2",),         # without the MINE redundancy term
+    "no_unique": ("alpha3",),             # without the unique-information heads
+    "no_redundancy_unique": ("alpha2", "alpha3"),
+}
+
+
+def ablated(config: MRdIBConfig, setting: str) -> MRdIBConfig:
+    """The config with the weights of an ABLATIONS setting set to 0."""
+    if setting not in ABLATIONS:
+        raise ValueError(f"unknown ablation {setting!r}; known: {sorted(ABLATIONS)}")
+    return config.model_copy(update={name: 0.0 for name in ABLATIONS[setting]})
+
+
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """-mean log sigmoid(s+ - s-), Rendle et al., UAI 2009."""
     return -F.logsigmoid(pos_scores - neg_scores).mean()

@@ -23,6 +23,7 @@ import torch
 from models.base import ModelContext, Recommender
 from models.data import Dataset, load_dataset
 from models.evaluation import Evaluator, summarize
+from models.mrdib import ABLATIONS, ablated
 from models.registry import BACKBONES, get_backbone
 from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
 from tasks.config import Params, load_params
@@ -83,7 +84,9 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
                "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history) if history else 0.0,
                "epochs_run": trainer.state.epoch, "backbone": backbone, "variant": variant,
                "dataset": dataset.name, "seed": params.seed, "device": str(device),
-               "standin_features": standin}
+               "standin_features": standin,
+               "alphas": {k: getattr(params.mrdib, k) for k in ("alpha1", "alpha2", "alpha3")}
+               if variant == "mrdib" else None}
     if standin:
         metrics["warning"] = (f"STAND-IN features for {standin}: seeded noise with no signal; "
                               "not comparable to published numbers")
@@ -116,6 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     parser.add_argument("--seed", type=int, help="shorthand for --set seed=S")
+    parser.add_argument("--ablation", choices=sorted(ABLATIONS),
+                        help="mrdib variant with some alphas set to 0 (the paper's Table 2)")
     parser.add_argument("--standin-features", action="store_true",
                         help="fill missing feature files with seeded noise (flagged in every output)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -133,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.standin_features:
         overrides.append("data.standin_features=true")
     params = load_params(args.params, overrides)
+    if args.ablation:
+        if args.variant != "mrdib":
+            raise SystemExit("--ablation applies to --variant mrdib only")
+        params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")])
