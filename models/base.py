@@ -9,9 +9,12 @@ where the MRdIB plug-in sits (the identity for the base variant).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -31,6 +34,7 @@ class ModelContext:
     device: torch.device
     seed: int
     mrdib: MRdIBConfig | None = None     # None: the base variant
+    graphs: dict[str, sp.csr_matrix] | None = None  # fixed graphs from the graphs stage; None: build them
 
 
 class Recommender(nn.Module):
@@ -40,6 +44,8 @@ class Recommender(nn.Module):
     modalities: tuple[str, ...] = ()     # features the backbone needs
     trainable = True
     fused_head = False                   # True where the score does not use z (explicit L_S head)
+    graph_names: tuple[str, ...] = ()    # what build_graphs returns (checked when graphs are handed over)
+    graph_params: tuple[str, ...] = ()   # the config keys build_graphs reads
 
     def __init__(self, ctx: ModelContext, config: StrictConfig):
         super().__init__()
@@ -50,6 +56,31 @@ class Recommender(nn.Module):
         self.ctx, self.config = ctx, config
         self.mrdib: MRdIB | None = None
         self._eval_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def build_graphs(cls, ctx: ModelContext, config: StrictConfig) -> dict[str, sp.csr_matrix]:
+        """The fixed (data-determined) graphs the backbone needs, by name; the graphs stage saves them."""
+        return {}
+
+    @classmethod
+    def graph_key(cls, ctx: ModelContext, config: StrictConfig) -> str:
+        """Identifies everything build_graphs reads: backbone, its config, the train pairs, the features."""
+        settings = {key: getattr(config, key) for key in cls.graph_params}
+        digest = hashlib.sha256(json.dumps([cls.__name__, settings, ctx.n_users, ctx.n_items],
+                                           sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(ctx.train).tobytes())
+        for m in sorted(cls.modalities):
+            digest.update(ctx.features[m].detach().cpu().numpy().tobytes())
+        return digest.hexdigest()[:20]
+
+    def fixed_graphs(self) -> dict[str, sp.csr_matrix]:
+        """The graphs handed over in ctx.graphs (by the graphs stage), else built here."""
+        if self.ctx.graphs is None:
+            return self.build_graphs(self.ctx, self.config)
+        missing = set(self.graph_names) - set(self.ctx.graphs)
+        if missing:
+            raise ValueError(f"{type(self).__name__}: the given graphs lack {sorted(missing)}")
+        return self.ctx.graphs
 
     def attach_mrdib(self, dims: dict[str, int], user_dim: int) -> None:
         """Build the plug-in (mrdib variant with a non-zero alpha); call after the backbone's own layers.

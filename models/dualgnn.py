@@ -48,6 +48,8 @@ def feature_mlp(d_in: int, hidden: int, d: int) -> nn.Module:
 
 class DualGNN(Recommender):
     Config = DualGNNConfig
+    graph_names = ('adjacency', 'user_graph')
+    graph_params = ('user_k',)  # the config keys build_graphs reads
     modalities = ("image", "text")
 
     def __init__(self, ctx, config: DualGNNConfig):
@@ -58,10 +60,17 @@ class DualGNN(Recommender):
                                    for m in self.modalities})
         alpha = nn.init.xavier_normal_(torch.empty(ctx.n_users, len(self.modalities)))
         self.user_weight = nn.Parameter(torch.softmax(alpha, dim=1))                  # [U, M]
-        self.adjacency = SparseGraph(normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train), ctx.device)
-        users = user_cooccurrence_graph(ctx.n_users, ctx.n_items, ctx.train, config.user_k)
-        self.user_graph = SparseGraph(row_softmax(users), ctx.device)                 # [U, U]
+        graphs = self.fixed_graphs()
+        self.adjacency = SparseGraph(graphs["adjacency"], ctx.device)                 # [U+I, U+I]
+        self.user_graph = SparseGraph(graphs["user_graph"], ctx.device)               # [U, U]
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+
+    @classmethod
+    def build_graphs(cls, ctx, config):
+        """adjacency: normalised user-item graph; user_graph: top-k co-occurrence users, softmax rows."""
+        users = user_cooccurrence_graph(ctx.n_users, ctx.n_items, ctx.train, config.user_k)
+        return {"adjacency": normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train),
+                "user_graph": row_softmax(users)}
 
     def modality_reps(self, m: str) -> torch.Tensor:
         """x + A x + ... + A^L x for x = normalise([p; z_m]) -> [U+I, d]."""

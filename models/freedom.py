@@ -50,6 +50,8 @@ class FREEDOMConfig(StrictConfig):
 
 class FREEDOM(Recommender):
     Config = FREEDOMConfig
+    graph_names = ('item_graph', 'adjacency')
+    graph_params = ('knn_k', 'image_weight')  # the config keys build_graphs reads
     modalities = ("image", "text")
     fused_head = True
 
@@ -59,12 +61,18 @@ class FREEDOM(Recommender):
         self.user_emb = seeded_embedding(ctx.n_users, d)
         self.item_emb = seeded_embedding(ctx.n_items, d)
         self.raw, self.projections = modality_inputs(ctx, self.modalities, d, config.train_features)
-        mixed = (config.image_weight * knn_graph(ctx.features["image"], config.knn_k, weighted=False)
-                 + (1 - config.image_weight) * knn_graph(ctx.features["text"], config.knn_k, weighted=False))
-        self.item_graph = SparseGraph(mixed, ctx.device)                               # [I, I], frozen
-        self.adjacency = SparseGraph(normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train), ctx.device)
+        graphs = self.fixed_graphs()
+        self.item_graph = SparseGraph(graphs["item_graph"], ctx.device)                # [I, I], frozen
+        self.adjacency = SparseGraph(graphs["adjacency"], ctx.device)                  # [U+I, U+I]
         self.train_adjacency = self.pruned_adjacency(0)                                 # [U+I, U+I]
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+
+    @classmethod
+    def build_graphs(cls, ctx, config):
+        """item_graph: the frozen mix of the modalities' kNN graphs; adjacency: normalised user-item graph."""
+        mixed = (config.image_weight * knn_graph(ctx.features["image"], config.knn_k, weighted=False)
+                 + (1 - config.image_weight) * knn_graph(ctx.features["text"], config.knn_k, weighted=False))
+        return {"item_graph": mixed.tocsr(), "adjacency": normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)}
 
     def pruned_adjacency(self, epoch: int) -> torch.Tensor:
         """The normalised graph of a degree-sensitive sample of the edges, drawn for `epoch`."""

@@ -306,3 +306,41 @@ class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return SparseGraph._product(ctx.graph.backward_matrix, grad), None
+
+
+# -- explicit graph files (the pipeline's graphs stage) -------------------------------------------
+class GraphFileError(ValueError):
+    """A graph file is unreadable or was built for another dataset or configuration."""
+
+
+def save_graphs(path, graphs: dict[str, sp.spmatrix], key: str) -> None:
+    """Write named CSR matrices and the key of everything they were built from, atomically."""
+    from pathlib import Path
+    import os
+
+    path = Path(path)
+    arrays = {"__key__": np.array(key)}
+    for name, matrix in graphs.items():
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.sort_indices()
+        arrays.update({f"{name}:data": matrix.data, f"{name}:indices": matrix.indices,
+                       f"{name}:indptr": matrix.indptr, f"{name}:shape": np.array(matrix.shape)})
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_graphs(path, key: str) -> dict[str, sp.csr_matrix]:
+    """The graphs in `path`; refused unless they were built under the same `key`."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise GraphFileError(f"{path}: cannot read graphs: {err}") from err
+    with stored:
+        found = str(stored["__key__"]) if "__key__" in stored.files else "<none>"
+        if found != key:
+            raise GraphFileError(f"{path}: built for key {found}, this run needs {key} (another dataset or "
+                                 f"graph setting): re-run the graphs stage")
+        names = sorted({f.rsplit(":", 1)[0] for f in stored.files if f != "__key__"})
+        return {name: sp.csr_matrix((stored[f"{name}:data"], stored[f"{name}:indices"], stored[f"{name}:indptr"]),
+                                    shape=tuple(stored[f"{name}:shape"])) for name in names}

@@ -29,13 +29,19 @@ def propagate(adjacency: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch
 
 class LightGCN(Recommender):
     Config = LightGCNConfig
+    graph_names = ('adjacency',)
+    graph_params = ()  # the config keys build_graphs reads
 
     def __init__(self, ctx, config: LightGCNConfig):
         super().__init__(ctx, config)
         self.user_emb = seeded_embedding(ctx.n_users, ctx.embedding_dim)
         self.item_emb = seeded_embedding(ctx.n_items, ctx.embedding_dim)
-        graph = normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)
-        self.adjacency = SparseGraph(graph, ctx.device)  # [(U+I), (U+I)]
+        self.adjacency = SparseGraph(self.fixed_graphs()["adjacency"], ctx.device)  # [(U+I), (U+I)]
+
+    @classmethod
+    def build_graphs(cls, ctx, config):
+        """adjacency: the normalised user-item graph."""
+        return {"adjacency": normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)}
 
     def all_embeddings(self):
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])

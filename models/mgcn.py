@@ -84,6 +84,8 @@ def gate(d: int) -> nn.Module:
 
 class MGCN(Recommender):
     Config = MGCNConfig
+    graph_names = ('adjacency', 'item_graph_image', 'item_graph_text')
+    graph_params = ('knn_k',)  # the config keys build_graphs reads
     modalities = ("image", "text")
 
     def __init__(self, ctx, config: MGCNConfig):
@@ -95,12 +97,20 @@ class MGCN(Recommender):
         self.purifiers = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.preferences = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.fuser = AttentionFuser(d)
-        graph = normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train)
+        graphs = self.fixed_graphs()
+        graph = graphs["adjacency"]
         self.adjacency = SparseGraph(graph, ctx.device)                              # [U+I, U+I]
         self.user_item = SparseGraph(graph[:ctx.n_users, ctx.n_users:], ctx.device)  # [U, I]
-        self.item_graphs = {m: SparseGraph(knn_graph(ctx.features[m], config.knn_k, weighted=True), ctx.device)
+        self.item_graphs = {m: SparseGraph(graphs[f"item_graph_{m}"], ctx.device)
                             for m in self.modalities}                                  # [I, I] each
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+
+    @classmethod
+    def build_graphs(cls, ctx, config):
+        """adjacency: normalised user-item graph; item_graph_<m>: weighted kNN graph of modality m."""
+        return {"adjacency": normalized_bipartite(ctx.n_users, ctx.n_items, ctx.train),
+                **{f"item_graph_{m}": knn_graph(ctx.features[m], config.knn_k, weighted=True)
+                   for m in cls.modalities}}
 
     def modality_view(self, m: str) -> torch.Tensor:
         """Purified item IDs of modality m on its item graph, users by aggregation -> [U+I, d]."""

@@ -73,6 +73,8 @@ class MMGCNLayer(nn.Module):
 
 class MMGCN(Recommender):
     Config = MMGCNConfig
+    graph_names = ('adjacency',)
+    graph_params = ()  # the config keys build_graphs reads
     modalities = ("image", "text")
 
     def __init__(self, ctx, config: MMGCNConfig):
@@ -84,9 +86,14 @@ class MMGCN(Recommender):
                                           for m in self.modalities})
         self.gcns = nn.ModuleDict({m: nn.ModuleList([MMGCNLayer(latent if l == 0 else d, d, concat)
                                                      for l in range(config.n_layers)]) for m in self.modalities})
-        r = interaction_matrix(ctx.n_users, ctx.n_items, ctx.train)
-        self.adjacency = SparseGraph(row_normalize(bipartite(ctx.n_users, ctx.n_items, r)), ctx.device)
+        self.adjacency = SparseGraph(self.fixed_graphs()["adjacency"], ctx.device)
         self.attach_mrdib({m: latent for m in self.modalities}, user_dim=d * len(self.modalities))
+
+    @classmethod
+    def build_graphs(cls, ctx, config):
+        """adjacency: the user-item graph, row-normalised (mean aggregation) [(U+I), (U+I)]."""
+        r = interaction_matrix(ctx.n_users, ctx.n_items, ctx.train)
+        return {"adjacency": row_normalize(bipartite(ctx.n_users, ctx.n_items, r))}
 
     def modality_reps(self, m: str) -> torch.Tensor:
         """The GCN of modality m -> [U+I, d]."""

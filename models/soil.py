@@ -80,6 +80,8 @@ def interest_adjacencies(ctx, config: SOILConfig, modalities) -> dict:
 
 class SOIL(Recommender):
     Config = SOILConfig
+    graph_names = ('adjacency', 'item_graph_image', 'item_graph_text')
+    graph_params = ('knn_k', 'interest_k', 'second_order_k', 'second_order_weight')  # the config keys build_graphs reads
     modalities = ("image", "text")
 
     def __init__(self, ctx, config: SOILConfig):
@@ -90,12 +92,19 @@ class SOIL(Recommender):
         self.projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], d) for m in self.modalities})
         self.gates = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.fuser = AttentionFuser(d)
-        graph = second_order_adjacency(ctx, config)
+        graphs = self.fixed_graphs()
+        graph = graphs["adjacency"]
         self.adjacency = SparseGraph(graph, ctx.device)                              # [U+I, U+I]
         self.user_item = SparseGraph(graph[:ctx.n_users, ctx.n_users:], ctx.device)  # [U, I]
-        self.item_graphs = {m: SparseGraph(g, ctx.device)
-                            for m, g in interest_adjacencies(ctx, config, self.modalities).items()}
+        self.item_graphs = {m: SparseGraph(graphs[f"item_graph_{m}"], ctx.device)
+                            for m in self.modalities}                                  # [I, I] each
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+
+    @classmethod
+    def build_graphs(cls, ctx, config):
+        """adjacency: the second-order augmented user-item graph; item_graph_<m>: interest-aware item graphs."""
+        items = interest_adjacencies(ctx, config, cls.modalities)
+        return {"adjacency": second_order_adjacency(ctx, config), **{f"item_graph_{m}": g for m, g in items.items()}}
 
     def modality_view(self, m: str) -> torch.Tensor:
         """Gated item IDs of modality m on its interest-aware graph, users by aggregation -> [U+I, d]."""

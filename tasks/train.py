@@ -23,6 +23,7 @@ import torch
 from models.base import ModelContext, Recommender
 from models.data import Dataset, load_dataset
 from models.evaluation import Evaluator, summarize
+from models.graph import load_graphs
 from models.mrdib import ABLATIONS, ablated
 from models.registry import BACKBONES, get_backbone
 from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
@@ -32,18 +33,26 @@ log = logging.getLogger("tasks.train")
 VARIANTS = ("base", "mrdib")
 
 
-def build_model(params: Params, dataset: Dataset, backbone: str, variant: str, device: torch.device) -> Recommender:
+def model_context(params: Params, dataset: Dataset, variant: str, device: torch.device) -> ModelContext:
+    return ModelContext(
+        n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
+        features={m: torch.as_tensor(f, device=device) for m, f in dataset.features.items()},
+        embedding_dim=params.train.embedding_dim, device=device, seed=params.seed,
+        mrdib=params.mrdib if variant == "mrdib" else None)
+
+
+def build_model(params: Params, dataset: Dataset, backbone: str, variant: str, device: torch.device,
+                graphs: Path | None = None) -> Recommender:
+    """The backbone with its fixed graphs read from `graphs` (the graphs stage's file) or built here."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     model_class = get_backbone(backbone)
     if variant == "mrdib" and not model_class.modalities:
         raise ValueError(f"backbone {backbone!r} uses no modality features: MRdIB does not apply to it")
-    ctx = ModelContext(
-        n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
-        features={m: torch.as_tensor(f, device=device) for m, f in dataset.features.items()},
-        embedding_dim=params.train.embedding_dim, device=device, seed=params.seed,
-        mrdib=params.mrdib if variant == "mrdib" else None)
-    return model_class(ctx, params.backbone_config(backbone)).to(device)
+    ctx, config = model_context(params, dataset, variant, device), params.backbone_config(backbone)
+    if graphs is not None:
+        ctx.graphs = load_graphs(graphs, model_class.graph_key(ctx, config))
+    return model_class(ctx, config).to(device)
 
 
 def fingerprint(params: Params, data_dir: Path, backbone: str, variant: str) -> str:
@@ -51,8 +60,8 @@ def fingerprint(params: Params, data_dir: Path, backbone: str, variant: str) -> 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) -> dict:
-    """Train, evaluate, write metrics.json; returns the metrics."""
+def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, graphs: Path | None = None) -> dict:
+    """Train, evaluate, write metrics.json; returns the metrics. graphs: the graphs stage's file, if any."""
     seed_everything(params.seed)
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
@@ -60,7 +69,7 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path) 
     if params.datasets.get(dataset.name) and params.datasets[dataset.name].train:
         log.info("train overrides of dataset %s: %s", dataset.name, params.datasets[dataset.name].train)
         params = params.for_dataset(dataset.name)
-    model = build_model(params, dataset, backbone, variant, device)
+    model = build_model(params, dataset, backbone, variant, device, graphs)
     standin = [m for m in dataset.standin_features if m in model.modalities]  # what the model actually uses
     if standin:
         log.warning("STAND-IN FEATURES for %s: seeded noise with no signal; results are not comparable "
@@ -117,6 +126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", default="base", choices=VARIANTS)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--graphs", type=Path, help="the backbone's fixed graphs from the graphs stage (.npz); "
+                        "default: build them in memory")
     parser.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     parser.add_argument("--seed", type=int, help="shorthand for --set seed=S")
     parser.add_argument("--ablation", choices=sorted(ABLATIONS),
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")])
     started = time.perf_counter()
-    run(params, args.data_dir, args.backbone, args.variant, args.out)
+    run(params, args.data_dir, args.backbone, args.variant, args.out, args.graphs)
     log.info("done in %.1fs; wrote %s", time.perf_counter() - started, args.out / "metrics.json")
 
 
