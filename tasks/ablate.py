@@ -1,0 +1,155 @@
+"""Collect the ablation runs into the paper's Table 2 (which part of the MRdIB objective matters).
+
+    python -m tasks.ablate --runs runs --ablations ablations --out reports
+
+For every dataset and backbone under ABLATIONS/ (folders `<dataset>/<backbone>-<setting>-seed<N>/`,
+setting one of models.mrdib.ABLATIONS, as written by `python -m tasks.train --ablation`), the
+table has one row for the full MRdIB run and the base run (both from RUNS/, the main matrix)
+and one per ablation setting: test Recall and NDCG @5, @10, @20 as mean +- std over seeds, and
+the change of each mean relative to full MRdIB. Writes OUT/table2.md and OUT/table2.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+from models.mrdib import ABLATIONS
+from tasks.evaluate import Run, mean_std
+from tasks.train import write_json
+
+FOLDER = re.compile(r"^(?P<backbone>[a-z0-9_]+)-(?P<setting>[a-z0-9_]+)-seed(?P<seed>\d+)$")
+TABLE2_METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "ndcg")]
+# What each setting removes, in the paper's words; the alphas it zeroes come from ABLATIONS.
+REMOVED = {"no_kl": "w/o KL", "no_redundancy": "w/o L_R", "no_unique": "w/o L_U",
+           "no_redundancy_unique": "w/o L_R, L_U"}
+
+
+class RunError(ValueError):
+    """A run folder is incomplete or contradicts its name."""
+
+
+def setting_label(setting: str) -> str:
+    """'no_kl' -> 'w/o KL (α1=0)'; 'mrdib' and 'base' name the two ends of the table."""
+    if setting == "mrdib":
+        return "MRdIB (full)"
+    if setting == "base":
+        return "base (no MRdIB)"
+    zeroed = "=".join(f"α{name[-1]}" for name in ABLATIONS[setting])
+    return f"{REMOVED.get(setting, setting)} ({zeroed}=0)"
+
+
+def load_runs(root: Path, settings: Iterable[str]) -> list[Run]:
+    """Every ROOT/<dataset>/<backbone>-<setting>-seed<N>/ whose setting is in `settings`.
+
+    A matching folder without a readable metrics.json is an error naming the folder: a table
+    silently missing a seed would report a different mean than the one it claims.
+    """
+    settings, runs = set(settings), []
+    for folder in sorted(p for p in Path(root).glob("*/*") if p.is_dir()):
+        match = FOLDER.match(folder.name)
+        if not match or match["setting"] not in settings:
+            continue
+        path = folder / "metrics.json"
+        if not path.is_file():
+            raise RunError(f"{folder}: no metrics.json (the run did not finish; train it again)")
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise RunError(f"{path}: not valid JSON ({err})") from None
+        runs.append(Run(folder.parent.name, match["backbone"], match["setting"], int(match["seed"]), metrics, folder))
+        check_alphas(runs[-1])
+    return runs
+
+
+def check_alphas(run: Run) -> None:
+    """An ablation run must have trained with the weights its name says are zero."""
+    alphas = run.metrics.get("alphas") or {}
+    wrong = [name for name in ABLATIONS.get(run.variant, ()) if alphas.get(name, 0.0) != 0.0]
+    if wrong:
+        raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records {alphas} ({wrong} not 0)")
+
+
+def settings_in_order() -> list[str]:
+    return ["mrdib", *ABLATIONS, "base"]
+
+
+def table2_rows(main_runs: list[Run], ablation_runs: list[Run]) -> list[dict]:
+    """One row per (dataset, backbone, setting) of the ablation groups, full MRdIB first, base last."""
+    rows = []
+    for dataset, backbone in sorted({(r.dataset, r.backbone) for r in ablation_runs}):
+        group = [r for r in main_runs + ablation_runs if (r.dataset, r.backbone) == (dataset, backbone)]
+        full = [r for r in group if r.variant == "mrdib"]
+        for setting in settings_in_order():
+            picked = [r for r in group if r.variant == setting]
+            if not picked:
+                continue
+            row = {"dataset": dataset, "backbone": backbone, "setting": setting, "label": setting_label(setting),
+                   "seeds": sorted(r.seed for r in picked), "alphas": picked[0].metrics.get("alphas")}
+            for metric in TABLE2_METRICS:
+                mean, std = mean_std(picked, metric)
+                reference = mean_std(full, metric)[0] if full else None
+                change = 100 * (mean / reference - 1) if reference else None
+                row[metric] = {"mean": mean, "std": std, "change_pct": change}
+            rows.append(row)
+    return rows
+
+
+def format_table2(rows: list[dict]) -> str:
+    header = " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG") for m in TABLE2_METRICS)
+    lines = [f"| dataset | backbone | setting | seeds | {header} |", "|---" * (4 + len(TABLE2_METRICS)) + "|"]
+    for r in rows:
+        cells = []
+        for metric in TABLE2_METRICS:
+            value = r[metric]
+            change = "" if r["setting"] == "mrdib" or value["change_pct"] is None else f" ({value['change_pct']:+.1f}%)"
+            cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}{change}")
+        lines.append(f"| {r['dataset']} | {r['backbone']} | {r['label']} | {len(r['seeds'])} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def nested(rows: list[dict]) -> dict:
+    """{dataset: {backbone: {setting: {seeds, recall_at_10: {mean, std, change_pct}, ...}}}} for `dvc metrics`."""
+    out: dict = {}
+    for r in rows:
+        values = {"seeds": len(r["seeds"]), **{m.replace("@", "_at_"): r[m] for m in TABLE2_METRICS}}
+        out.setdefault(r["dataset"], {}).setdefault(r["backbone"], {})[r["setting"]] = values
+    return out
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary name, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="main matrix (full MRdIB and base)")
+    parser.add_argument("--ablations", type=Path, default=Path("ablations"), help="ablation matrix")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+    try:
+        ablation_runs = load_runs(args.ablations, ABLATIONS)
+        main_runs = load_runs(args.runs, ("base", "mrdib"))
+    except RunError as err:
+        raise SystemExit(str(err)) from None
+    if not ablation_runs:
+        raise SystemExit(f"{args.ablations}: no ablation runs found "
+                         f"(expected <dataset>/<backbone>-<setting>-seed<N>/, setting in {sorted(ABLATIONS)})")
+    rows = table2_rows(main_runs, ablation_runs)
+    standin = sorted({f"{r.dataset}/{r.backbone}" for r in main_runs + ablation_runs
+                      if r.metrics.get("standin_features")})
+    note = f"\n\nSTAND-IN features (no signal) in: {', '.join(standin)}.\n" if standin else "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "table2.md", format_table2(rows) + note)
+    write_json(args.out / "table2.json", nested(rows))
+    print(format_table2(rows) + note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""One readable Markdown report of the whole pipeline: what ran, Tables 1-3, tuned alphas, plots.
+
+    python -m tasks.report --params params.yaml --runs runs --references references \
+        --ablations ablations --reports reports [--data-root data/prepared] [--graphs-root data/graphs] \
+        [--tuned tuned] [--tsne-backbones vbpr,...] [--tsne-items 1000]
+
+Reads the run folders (metrics.json, history.json, best.pt) and the tables tasks.evaluate and
+tasks.ablate wrote into REPORTS/, and writes REPORTS/report.md with, under REPORTS/plots/:
+improvement.png/.csv (relative gain of MRdIB over base, bootstrap CI whiskers),
+learning_curves.png/.csv (validation Recall@20 per epoch, base vs MRdIB) and
+tsne_<dataset>_<backbone>.png (t-SNE of the item latents z_image, z_text, base vs MRdIB) for the
+backbones of `pipeline.ablation_backbones` (or --tsne-backbones). Every file is written through a
+temporary name. A plot that cannot be made is skipped with a note in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the pipeline's machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from models.data import load_dataset  # noqa: E402
+from models.mrdib import ABLATIONS  # noqa: E402
+from models.trainer import pick_device  # noqa: E402
+from tasks.ablate import RunError, load_runs, write_text  # noqa: E402
+from tasks.config import Params, load_params  # noqa: E402
+from tasks.evaluate import Run  # noqa: E402
+from tasks.train import VARIANTS, build_model  # noqa: E402
+
+COLORS = {"base": "tab:gray", "mrdib": "tab:blue"}
+
+
+class LatentsUnavailable(RuntimeError):
+    """The backbone never encodes every item, so there is no latent table to embed."""
+
+
+# -- files --------------------------------------------------------------------------------------
+def save_figure(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def save_csv(frame: pd.DataFrame, path: Path) -> None:
+    write_text(path, frame.to_csv(index=False))
+
+
+def include(path: Path, how: str) -> str:
+    return path.read_text().strip() if path.is_file() else f"_{path} not found: {how}._"
+
+
+# -- what was run, tuned alphas -------------------------------------------------------------------
+def describe_runs(groups: dict[str, list[Run]]) -> str:
+    """A summary line, one row per (folder, dataset, backbone, setting): seeds, epochs, device; then
+    the stand-in warnings."""
+    every = [r for runs in groups.values() for r in runs]
+    summary = "; ".join(f"{what}: {', '.join(sorted({str(getattr(r, attr)) for r in every}))}"
+                        for what, attr in (("datasets", "dataset"), ("backbones", "backbone"), ("seeds", "seed")))
+    lines = [summary + ".", "",
+             "| folder | dataset | backbone | setting | seeds | epochs run (mean) | best epoch (mean) | device |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in groups.items():
+        for key in sorted({(r.dataset, r.backbone, r.variant) for r in runs}):
+            picked = [r for r in runs if (r.dataset, r.backbone, r.variant) == key]
+            devices = ", ".join(sorted({str(r.metrics.get("device", "?")) for r in picked}))
+            lines.append(f"| {name} | {' | '.join(key)} | {', '.join(str(r.seed) for r in picked)} "
+                         f"| {np.mean([r.metrics.get('epochs_run', 0) for r in picked]):.0f} "
+                         f"| {np.mean([r.metrics.get('best_epoch', 0) for r in picked]):.0f} | {devices} |")
+    standin = sorted({f"{r.folder} ({', '.join(r.metrics['standin_features'])})"
+                      for r in every if r.metrics.get("standin_features")})
+    if standin:
+        lines += ["", "**Warning: STAND-IN features** (seeded noise with no signal; not comparable to published "
+                  "numbers) were used by:", *[f"- {s}" for s in standin]]
+    return "\n".join(lines)
+
+
+def tuned_section(root: Path) -> str:
+    """tuned/<dataset>/<backbone>.json of the tune stage ({"source", "values": {"mrdib.alpha1": ...}, best
+    validation score ...}): every scalar shown, `values` unprefixed. Optional: absent is a note."""
+    files = sorted(Path(root).glob("*/*.json"))
+    if not files:
+        return f"_No tuned alphas ({root}/<dataset>/<backbone>.json absent)._"
+    lines = ["| dataset | backbone | values |", "|---|---|---|"]
+    for path in files:
+        try:
+            values = scalars(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:  # optional input: say so, do not lose the whole report
+            lines.append(f"| {path.parent.name} | {path.stem} | unreadable: {err} |")
+            continue
+        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items())
+        lines.append(f"| {path.parent.name} | {path.stem} | {shown} |")
+    return "\n".join(lines)
+
+
+def scalars(tree: dict, prefix: str = "") -> dict:
+    """Flatten nested dicts to {dotted key: scalar}; lists and nulls are left out."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(scalars(value, "" if key == "values" else name))
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+# -- learning curves ------------------------------------------------------------------------------
+def learning_curves(runs: list[Run]) -> pd.DataFrame:
+    """One row per (run, epoch): dataset, backbone, variant, seed, epoch, seconds, valid metrics (recall_at_20 ...)."""
+    rows = []
+    for run in runs:
+        path = run.folder / "history.json"
+        if not path.is_file():
+            raise RunError(f"{run.folder}: no history.json")
+        for record in json.loads(path.read_text()):
+            rows.append({"dataset": run.dataset, "backbone": run.backbone, "variant": run.variant, "seed": run.seed,
+                         "epoch": record["epoch"], "seconds": record["seconds"],
+                         **{k[len("valid/"):].replace("@", "_at_"): v for k, v in record.items()
+                            if k.startswith("valid/")}})
+    return pd.DataFrame(rows)
+
+
+def plot_learning_curves(frame: pd.DataFrame, path: Path, metric: str = "recall_at_20") -> None:
+    """One panel per (dataset, backbone); the seed mean per epoch of base and MRdIB, seeds faint."""
+    panels = sorted(frame.groupby(["dataset", "backbone"]).groups)
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False,
+                             layout="constrained")
+    for ax, (dataset, backbone) in zip(axes.flat, panels):
+        part = frame[(frame.dataset == dataset) & (frame.backbone == backbone)]
+        for variant, curves in part.groupby("variant"):
+            for _, seed_curve in curves.groupby("seed"):
+                ax.plot(seed_curve.epoch, seed_curve[metric], color=COLORS.get(variant), alpha=0.25, lw=0.8)
+            mean = curves.groupby("epoch")[metric].mean()
+            ax.plot(mean.index, mean.values, color=COLORS.get(variant), lw=1.8,
+                    label=f"{variant} ({curves.seed.nunique()} seed(s))")
+        ax.set(title=f"{dataset} / {backbone}", xlabel="epoch", ylabel=f"valid {metric.replace('_at_', '@')}")
+        ax.legend(fontsize=8)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    save_figure(fig, path)
+
+
+# -- improvement ------------------------------------------------------------------------------------
+def improvement(table1: dict, metrics=("recall_at_20", "ndcg_at_20")) -> pd.DataFrame:
+    """From table1.json: relative gain of the MRdIB mean over the base mean (%), and the paired bootstrap
+    CI of the per-user difference expressed in % of the base mean (NaN where there is none)."""
+    rows = []
+    for dataset, backbones in table1.items():
+        for backbone, values in backbones.items():
+            for metric in metrics:
+                v = values.get(metric, {})
+                if "improvement_pct" not in v:
+                    continue
+                base = v["base_mean"]
+                label = f"{dataset}/{backbone} {metric.replace('_at_', '@')}"  # one bar per row in `dvc plots`
+                rows.append({"label": label, "dataset": dataset, "backbone": backbone,
+                             "metric": metric.replace("_at_", "@"),
+                             "improvement_pct": v["improvement_pct"],
+                             "ci_low_pct": 100 * v.get("ci_low", np.nan) / base if base else np.nan,
+                             "ci_high_pct": 100 * v.get("ci_high", np.nan) / base if base else np.nan})
+    columns = ["label", "dataset", "backbone", "metric", "improvement_pct", "ci_low_pct", "ci_high_pct"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_improvement(frame: pd.DataFrame, path: Path) -> None:
+    """One panel per dataset: a bar per (backbone, metric), whiskers = bootstrap 95% CI."""
+    datasets = sorted(frame.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(5.0, 1.6 * frame.backbone.nunique()) * len(datasets), 3.8),
+                             squeeze=False, layout="constrained")
+    for ax, dataset in zip(axes.flat, datasets):
+        part = frame[frame.dataset == dataset]
+        backbones, metrics = sorted(part.backbone.unique()), sorted(part.metric.unique(), key=lambda m: m[0] != "r")
+        width = 0.8 / len(metrics)
+        for j, metric in enumerate(metrics):
+            rows = part[part.metric == metric].set_index("backbone").reindex(backbones)
+            x = np.arange(len(backbones)) + (j - (len(metrics) - 1) / 2) * width
+            errors = np.abs(np.stack([rows.improvement_pct - rows.ci_low_pct, rows.ci_high_pct - rows.improvement_pct]))
+            has_ci = bool(np.isfinite(errors).any())
+            ax.bar(x, rows.improvement_pct, width, label=metric, yerr=np.nan_to_num(errors) if has_ci else None,
+                   capsize=3)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(np.arange(len(backbones)), backbones)
+        ax.set(title=dataset, xlabel="backbone", ylabel="MRdIB vs base (% of base mean)")
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+# -- t-SNE of the item latents ----------------------------------------------------------------------
+@torch.no_grad()
+def item_latents(model, n_items: int) -> dict[str, np.ndarray]:
+    """What `model.encode` returns per modality for every item [n_items, d]: h_m for base, mu_m for MRdIB.
+
+    Most backbones encode all items in prepare_eval(); one that encodes only a batch's items in its
+    loss (FREEDOM) is asked for a loss over a batch holding every item instead.
+    """
+    captured: dict[str, dict[str, torch.Tensor]] = {}
+    original = model.encode
+
+    def recording(modality, h, items=None):
+        z = original(modality, h, items)
+        rows = torch.arange(len(z), device=z.device) if items is None else items
+        if items is not None or len(z) == n_items:
+            table = captured.setdefault(modality, {"z": torch.full((n_items, z.shape[1]), float("nan")),
+                                                   "seen": torch.zeros(n_items, dtype=torch.bool)})
+            table["z"][rows.cpu()], table["seen"][rows.cpu()] = z.float().cpu(), True
+        return z
+
+    model.encode = recording  # an instance attribute shadows the method for this model only
+    try:
+        model.eval()
+        model.prepare_eval()
+        if not complete(captured, model.modalities):
+            everything = torch.arange(n_items, device=model.ctx.device)
+            model.backbone_loss(torch.zeros_like(everything), everything, everything)
+    finally:
+        del model.encode
+    if not model.modalities or not complete(captured, model.modalities):
+        raise LatentsUnavailable(f"{type(model).__name__} does not encode every item through encode()")
+    return {m: captured[m]["z"].numpy() for m in model.modalities}
+
+
+def complete(captured: dict, modalities) -> bool:
+    return all(m in captured and bool(captured[m]["seen"].all()) for m in modalities)
+
+
+def run_latents(params: Params, data_root: Path, graphs_root: Path, run: Run) -> tuple[dict, np.ndarray]:
+    """Rebuild the run's model from best.pt (its fixed graphs from the graphs stage's file where there is one);
+    (latents per modality, item train popularity [n_items])."""
+    params = params.for_dataset(run.dataset).model_copy(update={"seed": run.seed})
+    if run.metrics.get("alphas"):
+        params = params.model_copy(update={"mrdib": params.mrdib.model_copy(update=run.metrics["alphas"])})
+    # stand-ins are regenerated from the run's seed, so they are the very noise the run trained on
+    dataset = load_dataset(data_root / run.dataset, standin=bool(run.metrics.get("standin_features")), seed=run.seed)
+    device = pick_device(params.train.device)
+    graphs = graphs_root / run.dataset / f"{run.backbone}.npz"
+    model = build_model(params, dataset, run.backbone, run.variant, device, graphs if graphs.is_file() else None)
+    model.load_state_dict(torch.load(run.folder / "best.pt", map_location=device))
+    return item_latents(model, dataset.n_items), np.bincount(dataset.train[:, 1], minlength=dataset.n_items)
+
+
+def plot_tsne(latents: dict[str, dict[str, np.ndarray]], popularity: np.ndarray, path: Path, seed: int,
+              max_items: int) -> None:
+    """Rows: base, MRdIB; columns: image, text. Each panel its own 2-d t-SNE of the same item sample,
+    coloured by log train popularity."""
+    from sklearn.manifold import TSNE  # only this stage needs it, and it is slow to import
+
+    n_items = len(popularity)
+    sample = np.sort(np.random.default_rng(seed).choice(n_items, size=min(max_items, n_items), replace=False))
+    modalities = sorted(next(iter(latents.values())))
+    fig, axes = plt.subplots(len(latents), len(modalities), figsize=(4.6 * len(modalities), 4.2 * len(latents)),
+                             squeeze=False, layout="constrained")
+    for i, (variant, by_modality) in enumerate(latents.items()):
+        for j, modality in enumerate(modalities):
+            tsne = TSNE(2, perplexity=min(30.0, (len(sample) - 1) / 3), init="pca", random_state=seed)
+            points = tsne.fit_transform(by_modality[modality][sample])
+            dots = axes[i, j].scatter(*points.T, c=np.log1p(popularity[sample]), s=5, cmap="viridis")
+            axes[i, j].set(title=f"{variant}: z_{modality}", xlabel="t-SNE 1", ylabel="t-SNE 2")
+    fig.colorbar(dots, ax=axes, label="log(1 + train interactions)", shrink=0.7)
+    save_figure(fig, path)
+
+
+def tsne_plots(params: Params, runs: list[Run], backbones: list[str], roots: tuple[Path, Path], plots: Path,
+               max_items: int) -> list[str]:
+    """t-SNE image per (dataset, backbone) with both variants; returns report lines (images or notes)."""
+    lines = []
+    for dataset, backbone in sorted({(r.dataset, r.backbone) for r in runs if r.backbone in backbones}):
+        by_variant = {v: {r.seed: r for r in runs if (r.dataset, r.backbone, r.variant) == (dataset, backbone, v)}
+                      for v in VARIANTS}
+        seeds = sorted(set(by_variant["base"]) & set(by_variant["mrdib"]))
+        if not seeds:
+            lines.append(f"_t-SNE {dataset}/{backbone} skipped: no seed with both base and MRdIB runs._")
+            continue
+        seed = params.seed if params.seed in seeds else seeds[0]
+        name = f"tsne_{dataset}_{backbone}.png"
+        try:
+            latents, popularity = {}, None
+            for variant in VARIANTS:
+                latents[variant], popularity = run_latents(params, *roots, by_variant[variant][seed])
+            plot_tsne(latents, popularity, plots / name, params.seed, max_items)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            lines.append(f"_t-SNE {dataset}/{backbone} skipped: {err}_")
+            continue
+        lines.append(f"t-SNE of the item latents, {dataset} / {backbone}, seed {seed} (at most {max_items} "
+                     f"items, colour = log popularity):\n\n![t-SNE {dataset} {backbone}](plots/{name})")
+    return lines
+
+
+# -- the report -------------------------------------------------------------------------------------
+def plot_section(args, params: Params, runs: list[Run]) -> str:
+    plots = args.reports / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    lines = []
+    table1 = args.reports / "table1.json"
+    frame = improvement(json.loads(table1.read_text())) if table1.is_file() else pd.DataFrame()
+    if not frame.empty:
+        save_csv(frame, plots / "improvement.csv")
+        plot_improvement(frame, plots / "improvement.png")
+        lines.append("Relative improvement of MRdIB over base (whiskers: paired bootstrap 95% CI):\n\n"
+                     "![improvement](plots/improvement.png)")
+    else:
+        lines.append(f"_Improvement plot skipped: {table1} absent or without base/MRdIB pairs._")
+    curves = learning_curves(runs)
+    if not curves.empty:
+        save_csv(curves, plots / "learning_curves.csv")
+        plot_learning_curves(curves, plots / "learning_curves.png")
+        lines.append("Validation Recall@20 per epoch (bold: mean over seeds):\n\n"
+                     "![learning curves](plots/learning_curves.png)")
+    backbones = params.pipeline.ablation_backbones if args.tsne_backbones is None else args.tsne_backbones.split(",")
+    roots = (args.data_root, args.graphs_root)
+    lines += tsne_plots(params, runs, [b for b in backbones if b], roots, plots, args.tsne_items)
+    return "\n\n".join(lines)
+
+
+def build_report(args, params: Params) -> str:
+    groups = {"runs": load_runs(args.runs, VARIANTS), "references": load_runs(args.references, ("base",)),
+              "ablations": load_runs(args.ablations, ABLATIONS)}
+    if not any(groups.values()):
+        raise RunError(f"no runs under {args.runs}, {args.references} or {args.ablations}")
+    evaluate, ablate = "run `python -m tasks.evaluate`", "run `python -m tasks.ablate`"
+    sections = [
+        "# MRdIB report",
+        "## What was run\n\n" + describe_runs(groups),
+        "## Table 1: base vs MRdIB (test, mean ± std over seeds)\n\n" + include(args.reports / "table1.md", evaluate),
+        "## Table 2: ablation of the MRdIB objective (test; change vs full MRdIB)\n\n"
+        + include(args.reports / "table2.md", ablate),
+        "## Table 3: seconds per training epoch\n\n" + include(args.reports / "table3.md", evaluate),
+        "## Tuned alphas\n\n" + tuned_section(args.tuned),
+        "## Plots\n\n" + plot_section(args, params, groups["runs"]),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--references", type=Path, default=Path("references"))
+    parser.add_argument("--ablations", type=Path, default=Path("ablations"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="tables in, report.md and plots/ out")
+    parser.add_argument("--data-root", type=Path, default=Path("data/prepared"), help="<root>/<dataset>/ (t-SNE)")
+    parser.add_argument("--graphs-root", type=Path, default=Path("data/graphs"),
+                        help="<root>/<dataset>/<backbone>.npz from the graphs stage, used where present (t-SNE)")
+    parser.add_argument("--tuned", type=Path, default=Path("tuned"), help="optional <tuned>/<dataset>/<backbone>.json")
+    parser.add_argument("--tsne-backbones", help="comma list (default: pipeline.ablation_backbones; '' for none)")
+    parser.add_argument("--tsne-items", type=int, default=1000, help="items sampled for the t-SNE")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params = load_params(args.params)
+    try:
+        text = build_report(args, params)
+    except RunError as err:
+        raise SystemExit(str(err)) from None
+    write_text(args.reports / "report.md", text)
+    print(f"wrote {args.reports / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Table 2 from real short training runs: rows, labels, and numbers equal to the metrics.json files."""
+import json
+import shutil
+import statistics
+
+import pytest
+import yaml
+
+from conftest import REPO
+from models.mrdib import ABLATIONS
+from tasks import ablate, evaluate, train
+
+SEEDS = (1, 2)
+# (folder under the layout, run-name setting, train arguments)
+RUNS = [("runs", "base", ["--variant", "base"]), ("runs", "mrdib", ["--variant", "mrdib"]),
+        ("ablations", "no_kl", ["--variant", "mrdib", "--ablation", "no_kl"])]
+
+
+def trained_layout(tmp_path_factory, data):
+    """runs/, ablations/ and reports/ (Tables 1-3) of tiny 2-epoch VBPR runs, built once per session
+    on disk, so test_report.py reuses what this file trained (and the other way round)."""
+    root = tmp_path_factory.getbasetemp() / "ablation_layout"
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["pipeline"]["ablation_backbones"] = ["vbpr"]
+    params.get("tracking", {})["enabled"] = False  # no MLflow runs in the repository's store from tests
+    (root / "params.yaml").parent.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for folder, setting, extra in RUNS:
+        for seed in SEEDS:
+            out = root / folder / data.name / f"vbpr-{setting}-seed{seed}"
+            train.main(["--data-dir", str(data), "--backbone", "vbpr", "--seed", str(seed), "--epochs", "2",
+                        "--params", str(root / "params.yaml"), "--set", "train.progress=false",
+                        "--set", "train.device=cpu", "--out", str(out), *extra])
+    reports = str(root / "reports")
+    evaluate.main(["--runs", str(root / "runs"), "--out", reports, "--bootstrap", "50"])
+    ablate.main(["--runs", str(root / "runs"), "--ablations", str(root / "ablations"), "--out", reports])
+    (root / "done").touch()
+    return root
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory, tiny_synthetic):
+    return trained_layout(tmp_path_factory, tiny_synthetic)
+
+
+def hand_computed(root, setting, metric):
+    """(mean, sample std) of a setting's test metric, read straight from its metrics.json files."""
+    folder = "ablations" if setting in ABLATIONS else "runs"
+    files = [root / folder / "tiny" / f"vbpr-{setting}-seed{s}" / "metrics.json" for s in SEEDS]
+    values = [json.loads(path.read_text())["test"][metric] for path in files]
+    return statistics.mean(values), statistics.stdev(values)
+
+
+def test_labels_name_the_zeroed_weights():
+    assert ablate.setting_label("no_kl") == "w/o KL (α1=0)"
+    assert ablate.setting_label("no_redundancy_unique") == "w/o L_R, L_U (α2=α3=0)"
+    assert all(ablate.setting_label(s) for s in ABLATIONS)
+
+
+def test_table2_json_matches_the_metrics_files(layout):
+    table = json.loads((layout / "reports" / "table2.json").read_text())["tiny"]["vbpr"]
+    assert list(table) == ["mrdib", "no_kl", "base"]
+    for setting in table:
+        assert table[setting]["seeds"] == 2
+        for metric in ablate.TABLE2_METRICS:
+            mean, std = hand_computed(layout, setting, metric)
+            cell = table[setting][metric.replace("@", "_at_")]
+            assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
+            full = hand_computed(layout, "mrdib", metric)[0]
+            assert cell["change_pct"] == pytest.approx(100 * (mean / full - 1))
+
+
+def test_table2_markdown_rows_in_order_with_numbers(layout):
+    lines = (layout / "reports" / "table2.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| tiny | vbpr |")]
+    assert [r.split(" | ")[2] for r in rows] == ["MRdIB (full)", "w/o KL (α1=0)", "base (no MRdIB)"]
+    mean, std = hand_computed(layout, "no_kl", "recall@20")
+    full = hand_computed(layout, "mrdib", "recall@20")[0]
+    assert f"{mean:.4f} ± {std:.4f} ({100 * (mean / full - 1):+.1f}%)" in rows[1]
+    assert "Recall@10" in lines[0] and "NDCG@20" in lines[0]
+
+
+def test_missing_metrics_is_an_error_naming_the_folder(layout, tmp_path):
+    shutil.copytree(layout / "ablations", tmp_path / "ablations")
+    unfinished = tmp_path / "ablations" / "tiny" / "vbpr-no_unique-seed1"
+    unfinished.mkdir()
+    (unfinished / "last.pt").write_bytes(b"")
+    with pytest.raises(SystemExit, match="vbpr-no_unique-seed1: no metrics.json"):
+        ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
+                     "--out", str(tmp_path / "reports")])
+    assert not (tmp_path / "reports" / "table2.md").exists()
+
+
+def test_a_run_whose_alphas_contradict_its_name_is_refused(layout, tmp_path):
+    shutil.copytree(layout / "ablations", tmp_path / "ablations")
+    path = tmp_path / "ablations" / "tiny" / "vbpr-no_kl-seed2" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["alphas"]["alpha1"] = 0.005
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match=r"vbpr-no_kl-seed2: named 'no_kl'"):
+        ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
+                     "--out", str(tmp_path / "reports")])

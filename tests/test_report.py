@@ -1,0 +1,110 @@
+"""The report stage on real short runs: tables included, plots written as valid images, plot data."""
+import json
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.data import load_dataset
+from models.registry import BACKBONES
+from tasks import report
+from tasks.config import load_params
+from conftest import REPO
+from tasks.train import build_model
+from test_ablate import SEEDS, trained_layout
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, tiny_synthetic):
+    """The shared layout plus one tuned-alphas file, then `tasks.report` over all of it."""
+    root = trained_layout(tmp_path_factory, tiny_synthetic)
+    tuned = root / "tuned" / "tiny"
+    tuned.mkdir(parents=True, exist_ok=True)
+    (tuned / "vbpr.json").write_text(json.dumps({  # the tune stage's layout (tasks.train.read_tuned)
+        "source": "optuna", "values": {"mrdib.alpha1": 0.001, "mrdib.alpha2": 0.05, "mrdib.alpha3": 0.0001},
+        "best_valid_recall_at_20": 0.1234}))
+    report.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
+                 "--references", str(root / "references"), "--ablations", str(root / "ablations"),
+                 "--reports", str(root / "reports"), "--data-root", str(tiny_synthetic.parent),
+                 "--tuned", str(root / "tuned")])
+    return root
+
+
+def assert_png(path):
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 100 and image.std() > 0  # not a blank canvas
+
+
+def test_report_includes_every_table_and_section(reported):
+    text = (reported / "reports" / "report.md").read_text()
+    for name in ("table1.md", "table2.md", "table3.md"):
+        assert (reported / "reports" / name).read_text().strip() in text
+    for heading in ("## What was run", "## Table 1", "## Table 2", "## Table 3", "## Tuned alphas", "## Plots"):
+        assert heading in text
+    assert "datasets: tiny; backbones: vbpr; seeds: 1, 2." in text
+    assert "| runs | tiny | vbpr | mrdib | 1, 2 |" in text and "| ablations | tiny | vbpr | no_kl | 1, 2 |" in text
+    assert "mrdib.alpha1 = 0.001" in text and "best_valid_recall_at_20 = 0.1234" in text and "optuna" in text
+    assert "STAND-IN" not in text  # the tiny dataset has real (synthetic) features
+
+
+def test_plots_are_valid_images_linked_relatively(reported):
+    text = (reported / "reports" / "report.md").read_text()
+    for name in ("improvement.png", "learning_curves.png", "tsne_tiny_vbpr.png"):
+        assert f"](plots/{name})" in text
+        assert_png(reported / "reports" / "plots" / name)
+    assert not list((reported / "reports").rglob("*.tmp*"))
+
+
+def test_learning_curves_csv_has_one_row_per_run_and_epoch(reported):
+    frame = pd.read_csv(reported / "reports" / "plots" / "learning_curves.csv")
+    histories = {(v, s): json.loads((reported / "runs" / "tiny" / f"vbpr-{v}-seed{s}" / "history.json").read_text())
+                 for v in ("base", "mrdib") for s in SEEDS}
+    assert len(frame) == sum(len(h) for h in histories.values()) == 8
+    assert not frame.duplicated(["dataset", "backbone", "variant", "seed", "epoch"]).any()
+    row = frame[(frame.variant == "mrdib") & (frame.seed == 2) & (frame.epoch == 2)].iloc[0]
+    assert row.recall_at_20 == pytest.approx(histories["mrdib", 2][1]["valid/recall@20"])
+
+
+def test_improvement_csv_matches_table1(reported):
+    frame = pd.read_csv(reported / "reports" / "plots" / "improvement.csv")
+    table1 = json.loads((reported / "reports" / "table1.json").read_text())["tiny"]["vbpr"]
+    assert sorted(frame.metric) == ["ndcg@20", "recall@20"]
+    row = frame[frame.metric == "recall@20"].iloc[0]
+    assert row.improvement_pct == pytest.approx(table1["recall_at_20"]["improvement_pct"])
+    assert row.ci_low_pct == pytest.approx(100 * table1["recall_at_20"]["ci_low"] / table1["recall_at_20"]["base_mean"])
+
+
+@pytest.mark.parametrize("backbone", sorted(b for b, cls in BACKBONES.items() if cls.modalities))
+def test_item_latents_of_every_multimodal_backbone(backbone, tiny_synthetic):
+    """Each backbone exposes a latent per modality for every item (FREEDOM through its loss); mrdib's is mu."""
+    params = load_params(REPO / "params.yaml", ["train.device=cpu", "seed=3"])
+    dataset = load_dataset(tiny_synthetic)
+    torch.manual_seed(0)
+    model = build_model(params, dataset, backbone, "mrdib", torch.device("cpu"))
+    latents = report.item_latents(model, dataset.n_items)
+    assert set(latents) == set(model.modalities) and "encode" not in vars(model)
+    for z in latents.values():
+        assert z.shape[0] == dataset.n_items and np.isfinite(z).all()
+    if backbone == "vbpr":  # in evaluation the encoder returns mu of the projection, deterministically
+        h = model.projections["text"](model.ctx.features["text"])
+        assert np.allclose(latents["text"], model.mrdib.encoders["text"](h)[0].detach().numpy(), atol=1e-6)
+
+
+def test_a_backbone_without_modalities_is_reported_not_fatal(tiny_synthetic):
+    params = load_params(REPO / "params.yaml", ["train.device=cpu"])
+    model = build_model(params, load_dataset(tiny_synthetic), "bprmf", "base", torch.device("cpu"))
+    with pytest.raises(report.LatentsUnavailable):
+        report.item_latents(model, 150)
+
+
+def test_tsne_without_the_dataset_folder_is_a_note(reported, tmp_path):
+    runs = report.load_runs(reported / "runs", ("base", "mrdib"))
+    params = load_params(reported / "params.yaml")
+    lines = report.tsne_plots(params, runs, ["vbpr"], (tmp_path / "nowhere", tmp_path), tmp_path, 50)
+    assert len(lines) == 1 and "t-SNE tiny/vbpr skipped" in lines[0] and "does not exist" in lines[0]
+    assert not list(tmp_path.glob("*.png"))
