@@ -12,12 +12,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from models.config import StrictConfig
 from models.evaluation import metric_names
-from models.mrdib import MRdIBConfig
+from models.mrdib import ABLATIONS, MRdIBConfig
 from models.registry import BACKBONES
 from tasks.download import DownloadConfig
 from tasks.features import FeaturesConfig
 from tasks.filter import FilterConfig
 from tasks.synthetic import SyntheticConfig
+from tasks.tracking import TrackingConfig
+from tasks.validate import ValidateConfig
 
 
 class ParamsError(ValueError):
@@ -67,8 +69,42 @@ class PipelineConfig(StrictConfig):
     backbones: list[str] = ["vbpr"]          # multimodal backbones, trained base and mrdib
     references: list[str] = []               # ID-only references (pop, bprmf, lightgcn), base only
     seeds: list[int] = [2024]
+    variants: list[Literal["base", "mrdib"]] = ["base", "mrdib"]  # variants trained per backbone
     ablation_backbones: list[str] = []       # backbones of the ablation (Table 2)
+    ablations: list[str] = list(ABLATIONS)   # settings of the ablation (models.mrdib.ABLATIONS)
     bootstrap: int = Field(1000, ge=10)      # resamples of the paired bootstrap
+
+
+class TuneConfig(StrictConfig):
+    """The tune stage (tasks/tune.py): Optuna over the MRdIB weights, on the validation metric only."""
+
+    backbones: list[str] = ["vbpr"]            # multimodal backbones whose alphas are tuned
+    n_trials: int = Field(8, ge=0)             # finished (complete + pruned) trials per study; 0: no tuning
+    epochs: int | None = Field(40, ge=1)       # epoch cap of one trial; None: train.epochs
+    alpha_low: float = Field(1e-4, gt=0)       # log-uniform range of alpha1, alpha2, alpha3
+    alpha_high: float = Field(1e-1, gt=0)
+    tune_lr: bool = False                      # also the learning rate (log-uniform [lr_low, lr_high])
+    lr_low: float = Field(1e-4, gt=0)
+    lr_high: float = Field(1e-2, gt=0)
+    tune_reg: bool = False                     # also backbones.<b>.reg_weight (log-uniform [reg_low, reg_high])
+    reg_low: float = Field(1e-6, gt=0)
+    reg_high: float = Field(1e-2, gt=0)
+    startup_trials: int = Field(5, ge=1)       # random trials before TPE models the space
+    pruner_startup_trials: int = Field(5, ge=0)  # trials completed before any trial may be pruned
+    pruner_warmup_epochs: int = Field(10, ge=0)  # a trial is never pruned before this epoch
+    timeout_s: float | None = Field(None, gt=0)  # stop starting trials after this many seconds
+    storage: str = "sqlite:///mlruns/optuna.db"  # Optuna storage; relative sqlite paths: from the repo root
+
+    @model_validator(mode="after")
+    def check_ranges(self) -> "TuneConfig":
+        for low, high in (("alpha_low", "alpha_high"), ("lr_low", "lr_high"), ("reg_low", "reg_high")):
+            if getattr(self, low) >= getattr(self, high):
+                raise ValueError(f"tune.{low} must be below tune.{high}")
+        wrong = [b for b in self.backbones if b not in BACKBONES or not BACKBONES[b].modalities]
+        if wrong:
+            raise ValueError(f"tune.backbones: {wrong} are not multimodal backbones; multimodal: "
+                             f"{sorted(b for b, c in BACKBONES.items() if c.modalities)}")
+        return self
 
 
 class Params(StrictConfig):
@@ -79,14 +115,28 @@ class Params(StrictConfig):
     backbones: dict[str, dict[str, Any]] = Field(default_factory=dict)
     synthetic: SyntheticConfig = SyntheticConfig()
     filter: FilterConfig = FilterConfig()
+    # `validate:` in params.yaml; the field is named otherwise because BaseModel.validate exists
+    validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     pipeline: PipelineConfig = PipelineConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    tune: TuneConfig = TuneConfig()
+
+    @model_validator(mode="after")
+    def check_validate(self) -> "Params":
+        unknown = sorted(set(self.validation.datasets) - set(self.datasets))
+        if unknown:
+            raise ValueError(f"validate.datasets: {unknown} not defined under datasets: {sorted(self.datasets)}")
+        return self
 
     @model_validator(mode="after")
     def check_pipeline(self) -> "Params":
         unknown = [d for d in self.pipeline.datasets if d not in self.datasets]
         if unknown:
             raise ValueError(f"pipeline.datasets: {unknown} not defined under datasets: {sorted(self.datasets)}")
+        unknown = [a for a in self.pipeline.ablations if a not in ABLATIONS]
+        if unknown:
+            raise ValueError(f"pipeline.ablations: unknown setting(s) {unknown}; known: {sorted(ABLATIONS)}")
         for key in ("backbones", "references", "ablation_backbones"):
             names = [b for b in getattr(self.pipeline, key) if b not in BACKBONES]
             if names:

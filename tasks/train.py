@@ -1,11 +1,13 @@
 """Train and evaluate one model on one dataset folder.
 
     python -m tasks.train --data-dir DIR --backbone NAME --variant base|mrdib --out DIR \
-        [--epochs N] [--seed S] [--set key=value ...] [--standin-features]
+        [--epochs N] [--seed S] [--set key=value ...] [--standin-features] [--tuned tuned/D/B.json]
 
 Writes DIR/metrics.json (valid and test: 16 metrics each, best_epoch, seconds_per_epoch),
 DIR/per_user_test.npz (each test user's metrics, for paired tests), DIR/history.json (per-epoch loss terms and validation metrics), DIR/best.pt (the best
 checkpoint) and DIR/last.pt (resumes a killed run), and DIR/train.log.
+With `tracking.enabled` the run is also an MLflow run whose model is registered (tasks/tracking.py);
+--tuned takes the mrdib variant's alphas from the tune stage's file (tasks/tune.py).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from models.mrdib import ABLATIONS, ablated
 from models.registry import BACKBONES, get_backbone
 from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
 from tasks.config import Params, load_params
+from tasks.tracking import Tracker, finish_training_run, start_training_run, tracking_enabled
 
 log = logging.getLogger("tasks.train")
 VARIANTS = ("base", "mrdib")
@@ -56,12 +59,24 @@ def build_model(params: Params, dataset: Dataset, backbone: str, variant: str, d
 
 
 def fingerprint(params: Params, data_dir: Path, backbone: str, variant: str) -> str:
-    text = json.dumps([params.model_dump(mode="json"), str(data_dir.resolve()), backbone, variant], sort_keys=True)
+    # Only what shapes the run: a new, unrelated params section must not restart half-finished runs.
+    relevant = params.model_dump(mode="json", include={"seed", "data", "train", "mrdib"})
+    text = json.dumps([relevant, params.backbone_config(backbone).model_dump(mode="json"),
+                       str(data_dir.resolve()), backbone, variant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, graphs: Path | None = None) -> dict:
-    """Train, evaluate, write metrics.json; returns the metrics. graphs: the graphs stage's file, if any."""
+def train_settings(params: Params) -> TrainSettings:
+    t = params.train
+    return TrainSettings(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
+                         valid_metric=t.valid_metric, weight_decay=t.weight_decay, progress=t.progress)
+
+
+def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, graphs: Path | None = None,
+        track: bool = False, tags: dict[str, str] | None = None) -> dict:
+    """Train, evaluate, write metrics.json; returns the metrics. graphs: the graphs stage's file, if any.
+
+    track: also an MLflow run (tasks/tracking.py; never stops training), with `tags` added."""
     seed_everything(params.seed)
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
@@ -79,12 +94,18 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
     evaluator = Evaluator(dataset.n_users, dataset.n_items, dataset.train,
                           {"valid": dataset.valid, "test": dataset.test},
                           batch_size=params.train.eval_batch_size, device=device)
-    settings = TrainSettings(epochs=params.train.epochs, batch_size=params.train.batch_size, lr=params.train.lr,
-                             patience=params.train.patience, valid_metric=params.train.valid_metric,
-                             weight_decay=params.train.weight_decay, progress=params.train.progress)
-    trainer = Trainer(model, dataset.train, evaluator, settings, out, params.seed,
-                      fingerprint=fingerprint(params, data_dir, backbone, variant))
-    per_user = trainer.fit()
+    settings = train_settings(params)
+    key = fingerprint(params, data_dir, backbone, variant)
+    tracker = start_training_run(params, dataset=dataset.name, data_dir=data_dir, backbone=backbone, variant=variant,
+                                 device=device, standin=standin, extra_tags=tags, supersede={"run_key": key}) \
+        if track else Tracker()
+    trainer = Trainer(model, dataset.train, evaluator, settings, out, params.seed, fingerprint=key,
+                      on_epoch=tracker.log_epoch)
+    try:
+        per_user = trainer.fit()
+    except BaseException:
+        tracker.end("FAILED")
+        raise
     means = summarize(per_user)
     valid, test = means["valid"], means["test"]
     save_per_user(out / "per_user_test.npz", *per_user["test"])
@@ -101,9 +122,37 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
                               "not comparable to published numbers")
     write_json(out / "history.json", history)
     write_json(out / "metrics.json", metrics)
+    finish_training_run(tracker, params, metrics, history, model, tags)  # after metrics.json: MLflow may fail
     log.info("best epoch %d; test %s", metrics["best_epoch"],
              " ".join(f"{k} {v:.4f}" for k, v in test.items() if k.endswith("@20")))
     return metrics
+
+
+def with_values(params: Params, values: dict[str, float]) -> Params:
+    """params with dotted keys set and validated (mrdib.alpha1, train.lr, backbones.vbpr.reg_weight).
+
+    A `train.*` value also replaces the datasets' own `train:` overrides of that key: it was tuned
+    on top of them."""
+    raw = params.model_dump(by_alias=True)
+    for key, value in values.items():
+        *path, name = key.split(".")
+        node = raw
+        for part in path:
+            node = node.setdefault(part, {})
+        node[name] = value
+        if path == ["train"]:
+            for dataset in raw["datasets"].values():
+                if name in dataset.get("train", {}):
+                    dataset["train"][name] = value
+    return Params(**raw)
+
+
+def read_tuned(path: Path) -> dict:
+    """The tune stage's file: {"source": "optuna" | "params.yaml", "values": {"mrdib.alpha1": ...}, ...}."""
+    tuned = json.loads(Path(path).read_text())
+    if not isinstance(tuned.get("values"), dict):
+        raise SystemExit(f"{path}: not a tuned file of tasks.tune (no `values`)")
+    return tuned
 
 
 def save_per_user(path: Path, users, values: dict) -> None:
@@ -128,6 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--graphs", type=Path, help="the backbone's fixed graphs from the graphs stage (.npz); "
                         "default: build them in memory")
+    parser.add_argument("--tuned", type=Path, help="the tune stage's file (tuned/<dataset>/<backbone>.json): "
+                        "its alphas for the mrdib variant; ignored for base")
     parser.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     parser.add_argument("--seed", type=int, help="shorthand for --set seed=S")
     parser.add_argument("--ablation", choices=sorted(ABLATIONS),
@@ -149,15 +200,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.standin_features:
         overrides.append("data.standin_features=true")
     params = load_params(args.params, overrides)
+    tags = {}
+    if args.tuned is not None and args.variant == "mrdib":
+        tuned = read_tuned(args.tuned)
+        params = with_values(params, tuned["values"])
+        tags = {"tuned_source": tuned.get("source", "?"), "tuned_file": str(args.tuned)}
     if args.ablation:
         if args.variant != "mrdib":
             raise SystemExit("--ablation applies to --variant mrdib only")
         params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
+        tags["ablation"] = args.ablation
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")])
     started = time.perf_counter()
-    run(params, args.data_dir, args.backbone, args.variant, args.out, args.graphs)
+    run(params, args.data_dir, args.backbone, args.variant, args.out, args.graphs,
+        track=tracking_enabled(params.tracking), tags=tags)
     log.info("done in %.1fs; wrote %s", time.perf_counter() - started, args.out / "metrics.json")
 
 

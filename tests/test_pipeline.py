@@ -19,7 +19,10 @@ def tiny_params(path: Path) -> None:
     params = yaml.safe_load(path.read_text())
     params["synthetic"].update(n_users=80, n_items=120, image_dim=16, text_dim=8, mean_interactions=8)
     params["datasets"]["synthetic"]["train"].update(epochs=2, batch_size=256)
-    params["pipeline"].update(backbones=["vbpr"], references=["pop"], seeds=[1, 2], bootstrap=50)
+    params["validate"]["datasets"]["synthetic"]["image_dim"] = 16
+    params["tune"].update(backbones=["vbpr"], n_trials=2, epochs=2, startup_trials=1)
+    params["pipeline"].update(backbones=["vbpr", "freedom"], references=["pop"], seeds=[1, 2], bootstrap=50,
+                              ablation_backbones=["vbpr"], ablations=["no_kl"])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -56,7 +59,24 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     table = json.loads((work / "reports/table1.json").read_text())
     assert table["synthetic"]["vbpr"]["recall_at_5"]["seeds"] == 2
     assert "| synthetic | vbpr | ndcg@20 |" in (work / "reports/table1.md").read_text()
+    assert (work / "data/validated/synthetic/validation.json").exists()
+    assert (work / "reports/validation/synthetic/index.html").exists()
+    assert json.loads((work / "tuned/synthetic/vbpr.json").read_text())["source"] == "optuna"
+    assert json.loads((work / "tuned/synthetic/freedom.json").read_text())["source"] == "params.yaml"
+    assert "w/o KL" in (work / "reports/table2.md").read_text()
+    report = (work / "reports/report.md").read_text()
+    assert "plots/improvement.png" in report and (work / "reports/plots/learning_curves.png").exists()
+
     again = dvc(work, env, "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
     shown = dvc(work, env, "metrics", "show", "--json")
     assert shown.returncode == 0 and "recall@20" in shown.stdout
+
+    # one backbone's parameter invalidates that backbone's stages only (downstream tables follow)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["backbones"]["freedom"]["modality_weight"] = 1e-3
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(dvc(work, env, "status", "--json").stdout)
+    changed = sorted(status)
+    assert changed and all("freedom" in stage for stage in changed), changed
+    assert any(stage.startswith("train@synthetic-freedom") for stage in changed), changed

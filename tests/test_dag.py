@@ -1,0 +1,368 @@
+"""The Airflow DAG (dags/mrdib_pipeline.py), its command (tasks/orchestrate.py) and the Dockerfile.
+
+Structure and the command's rules are checked in seconds; then a real `airflow dags test` of a
+tiny configuration, and a real scheduler + dag processor + API server on 127.0.0.1, triggered
+over REST with non-default parameters that must reach the MLflow runs. Both use a temporary
+AIRFLOW_HOME and a temporary copy of the repository; servers are stopped by process id.
+"""
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import REPO
+from test_pipeline import tiny_params
+
+from tasks import orchestrate
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+DAG_ID = "mrdib_pipeline"
+TASKS = ["configure", "download", "filter", "features", "validate", "graphs", "tune", "train",
+         "references", "evaluate", "ablate", "report"]
+DAG_TEST_CONF = {"backbones": ["vbpr"], "seeds": [1], "device": "cpu", "tune": False}
+# Non-default values (but the dataset: the tiny configuration has one); the policy routes `train_queue`.
+REST_CONF = {"datasets": ["synthetic"], "backbones": ["vbpr"], "seeds": [7], "device": "cpu", "tune": True,
+             "n_trials": 2, "train_queue": "gpu"}
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the command, without Airflow ------------------------------------------------------------
+
+PARAMS_TEXT = """\
+train:
+  device: auto            # auto | cpu | cuda
+pipeline:                 # what runs
+  datasets: [synthetic]   # list[str]: names
+  backbones: [vbpr, mmgcn]  # list[str]: backbones
+  seeds: [2024, 2025]     # list[int]: seeds
+tune:
+  backbones: [vbpr]       # list[str]: tuned
+  n_trials: 8             # int: trials
+"""
+
+
+def test_configure_writes_the_run_into_params_keeping_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_TEXT)
+    changes = orchestrate.apply(path, {"backbones": ["vbpr"], "seeds": [7], "device": "cpu", "tune": True,
+                                       "n_trials": 3, "train_queue": "gpu"}, validate=False)
+    assert changes == ['pipeline.backbones: ["vbpr", "mmgcn"] -> ["vbpr"]', "pipeline.seeds: [2024, 2025] -> [7]",
+                       'train.device: "auto" -> "cpu"', "tune.n_trials: 8 -> 3"]
+    lines = path.read_text().splitlines()
+    assert len(lines) == len(PARAMS_TEXT.splitlines())
+    for key, comment in (("backbones: [vbpr]", "# list[str]: backbones"), ("seeds: [7]", "# list[int]: seeds"),
+                         ("device: cpu", "# auto | cpu | cuda"), ("n_trials: 3", "# int: trials")):
+        assert any(line.strip().startswith(key) and line.endswith(comment) for line in lines), (key, lines)
+    assert orchestrate.apply(path, {"seeds": [7]}, validate=False) == []   # already there: untouched
+    orchestrate.apply(path, {"tune": False, "n_trials": 50}, validate=False)
+    assert yaml.safe_load(path.read_text())["tune"] == {"backbones": ["vbpr"], "n_trials": 0}
+
+
+def test_a_parameter_params_yaml_cannot_hold_is_an_error_unless_implicit(tmp_path):
+    params = yaml.safe_load(PARAMS_TEXT)
+    assert "pipeline.variants" not in orchestrate.assignments({"variants": ["base", "mrdib"]}, params)
+    with pytest.raises(orchestrate.OrchestrateError, match="pipeline.variants"):
+        orchestrate.assignments({"variants": ["mrdib"]}, params)
+
+
+def test_configure_validates_against_tasks_config(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    before = path.read_text()
+    with pytest.raises(orchestrate.OrchestrateError, match="nowhere"):
+        orchestrate.apply(path, {"datasets": ["nowhere"]}, validate=True)
+    assert path.read_text() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_patterns_are_filled_per_dataset_and_backbone():
+    conf = {"datasets": ["baby", "sports"]}
+    assert orchestrate.expand(["train@{dataset}-{backbone}-*", "evaluate"], conf, "vbpr") == [
+        "train@baby-vbpr-*", "train@sports-vbpr-*", "evaluate"]
+
+
+def test_dvc_tasks_in_one_workspace_wait_for_each_other(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text(PARAMS_TEXT)
+    monkeypatch.chdir(tmp_path)   # the lock is .dvc/tmp/orchestrate.lock of the working directory
+    with orchestrate.workspace_lock():
+        other = subprocess.Popen([sys.executable, "-m", "tasks.orchestrate", "configure"], cwd=tmp_path, text=True,
+                                 stdout=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(REPO)})
+        time.sleep(1.5)
+        assert other.poll() is None   # still waiting
+    assert other.wait(timeout=60) == 0 and "waiting for" in other.stdout.read()
+
+
+def test_policy_routes_only_this_dags_per_backbone_tasks():
+    policy = load_module(REPO / "dags/policy/airflow_local_settings.py", "mrdib_policy")
+    run = SimpleNamespace(conf={"train_queue": "gpu", "train_pool": "gpus"})
+    train = SimpleNamespace(dag_id=DAG_ID, task_id="train", queue="default", pool="default_pool")
+    other = SimpleNamespace(dag_id=DAG_ID, task_id="evaluate", queue="default", pool="default_pool")
+    for ti in (train, other):
+        policy.task_instance_mutation_hook(ti, run)
+    policy.task_instance_mutation_hook(SimpleNamespace(dag_id=DAG_ID, task_id="train"), None)
+    assert (train.queue, train.pool) == ("gpu", "gpus") and (other.queue, other.pool) == ("default", "default_pool")
+
+
+def test_dockerfile_installs_like_the_readme_and_ignores_data():
+    docker = (REPO / "Dockerfile").read_text()
+    install = docker.index('RUN PIP_EXTRA_INDEX_URL="${TORCH_INDEX}" ./setup.sh')
+    assert docker.index("COPY --chown=1000:1000 setup.sh requirements.txt") < install < docker.index("COPY --chown=1000:1000 . .")
+    assert "ARG BASE=python:3.11-slim" in docker and "useradd --create-home --uid 1000" in docker
+    assert "USER 1000:1000" in docker and " git " in docker
+    assert "./setup.sh" in (REPO / "README.md").read_text().splitlines()[1]
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"data/", "mlruns/", ".dvc/cache/", ".venv/"} <= set(ignored)
+
+
+# --- the DAG, parsed by Airflow ----------------------------------------------------------------
+
+def airflow_env(home: Path, work: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    return env | {
+        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(work / "dags"), "MRDIB_WORKSPACE": str(work),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+    }
+
+
+INSPECT = """
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+start = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+seconds = time.perf_counter() - start
+dag = bag.dags.get("mrdib_pipeline")
+module = next(m for name, m in sys.modules.items() if name.endswith("mrdib_pipeline"))  # DagBag's import
+print(json.dumps({"stages": dict(module.BEFORE + module.PER_BACKBONE + module.AFTER),"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
+    "seconds": seconds, "tags": sorted(dag.tags), "max_active_runs": dag.max_active_runs,
+    "params": {k: dag.params.get_param(k).value for k in dag.params},
+    "schema": {k: dag.params.get_param(k).schema for k in dag.params},
+    "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "retries": t.retries,
+        "backoff": t.retry_exponential_backoff, "mapped": type(t).__name__.endswith("MappedOperator"),
+        "max_active": t.max_active_tis_per_dag} for t in dag.tasks}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def dag_info(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-parse")
+    result = subprocess.run([sys.executable, "-c", INSPECT, str(REPO / "dags")], capture_output=True, text=True,
+                            env=airflow_env(home, REPO), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_dag_parses_fast_with_tags_retries_and_the_stage_graph(dag_info):
+    assert dag_info["errors"] == {} and dag_info["dags"] == [DAG_ID]
+    assert dag_info["seconds"] < 1.0 and dag_info["tags"] and dag_info["max_active_runs"] == 1
+    tasks = dag_info["tasks"]
+    assert sorted(tasks) == sorted(TASKS)
+    assert all(t["retries"] >= 2 and t["backoff"] for t in tasks.values())
+    for before, after in zip(TASKS, TASKS[1:]):
+        assert before in tasks[after]["upstream"], (before, after)
+    per_backbone = {name for name, t in tasks.items() if t["mapped"]}
+    assert per_backbone == {"graphs", "tune", "train"}
+    assert all(tasks[name]["max_active"] == 1 and "configure" in tasks[name]["upstream"] for name in per_backbone)
+
+
+def test_every_dvc_stage_belongs_to_a_task(dag_info):
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    covered = {pattern.split("@")[0] for patterns in dag_info["stages"].values() for pattern in patterns}
+    assert covered == set(stages), "dvc.yaml's stages and the DAG's lists in dags/mrdib_pipeline.py differ"
+
+
+def test_form_choices_and_defaults_match_the_project(dag_info):
+    from models.registry import BACKBONES
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    schema, defaults = dag_info["schema"], dag_info["params"]
+    assert schema["datasets"]["items"]["enum"] == list(params["datasets"])
+    assert schema["backbones"]["items"]["enum"] == [b for b, cls in BACKBONES.items() if cls.modalities]
+    assert schema["device"]["enum"] == ["auto", "cpu", "cuda"]
+    pipeline = params["pipeline"]
+    assert (defaults["datasets"], defaults["backbones"], defaults["seeds"]) == (
+        pipeline["datasets"], pipeline["backbones"], pipeline["seeds"])
+    assert defaults["device"] == params["train"]["device"] and defaults["n_trials"] == params["tune"]["n_trials"]
+    assert defaults["variants"] == pipeline.get("variants", ["base", "mrdib"])
+
+
+# --- real runs ---------------------------------------------------------------------------------
+
+def repo_copy(dest: Path) -> Path:
+    """The repository's files (tracked and new, not ignored) in `dest`, a fresh git repo, tiny params."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    tiny(dest / "params.yaml")
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(command, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def tiny(path: Path) -> None:
+    """test_pipeline's tiny configuration, its validation widths matched, one ablation setting."""
+    tiny_params(path)
+    params = yaml.safe_load(path.read_text())
+    widths = {key: params["synthetic"][key] for key in ("image_dim", "text_dim")}
+    params.get("validate", {}).get("datasets", {}).get("synthetic", {}).update(widths)
+    if "ablations" in params["pipeline"]:
+        params["pipeline"]["ablations"] = params["pipeline"]["ablations"][:1]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """A workspace and a migrated AIRFLOW_HOME (with the routing policy), shared by the real runs."""
+    work = repo_copy(tmp_path_factory.mktemp("workspace"))
+    home = tmp_path_factory.mktemp("airflow")
+    (home / "config").mkdir()
+    shutil.copy(work / "dags/policy/airflow_local_settings.py", home / "config")
+    env = airflow_env(home, work)
+    migrated = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    return work, home, env
+
+
+@pytest.mark.slow
+def test_airflow_dags_test_runs_the_pipeline(deployment):
+    work, home, env = deployment
+    result = subprocess.run([AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps(DAG_TEST_CONF)],
+                            env=env | {"MRDIB_TRACKING": "off"}, capture_output=True, text=True, timeout=600)
+    log = result.stdout[-6000:] + result.stderr[-6000:]
+    assert result.returncode == 0, log
+    by_task = {}
+    with closing(sqlite3.connect(home / "airflow.db")) as db:   # the CLI's listings print log lines too
+        (run_id,) = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC", (DAG_ID,)).fetchone()
+        for task_id, state in db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)):
+            by_task.setdefault(task_id, set()).add(state)
+    assert by_task.get("train") == {"success"} and by_task.get("evaluate") == {"success"}, (by_task, log)
+    assert set(by_task) == set(TASKS) and all(s <= {"success", "skipped"} for s in by_task.values()), by_task
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    assert params["pipeline"]["backbones"] == ["vbpr"] and params["train"]["device"] == "cpu"
+    assert json.loads((work / "runs/synthetic/vbpr-mrdib-seed1/metrics.json").read_text())["test"]
+    assert (work / "reports/table1.md").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def api(base: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
+    request = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def wait_for(what: str, check, seconds: float, servers: dict):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name, (process, log) in servers.items():
+            assert process.poll() is None, f"{name} exited:\n{log.read_text()[-3000:]}"
+        try:
+            value = check()
+            if value:
+                return value
+        except OSError:
+            pass
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def servers(deployment, tmp_path):
+    """Scheduler, dag processor and API server on 127.0.0.1 (LocalExecutor); stopped by process id."""
+    work, home, env = deployment
+    port = free_port()
+    env = env | {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__WORKERS": "1",
+                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                 "AIRFLOW__CORE__PARALLELISM": "2", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"}
+    started = {}
+    try:
+        for name in ("api-server", "scheduler", "dag-processor"):
+            log = tmp_path / f"{name}.log"
+            with log.open("w") as out:
+                started[name] = (subprocess.Popen([AIRFLOW, name], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                  start_new_session=True), log)
+        yield f"http://127.0.0.1:{port}", started
+    finally:
+        for process, _ in started.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process, _ in started.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_rest_trigger_with_parameters_reaches_the_mlflow_runs(deployment, servers):
+    work, home, env = deployment
+    base, started = servers
+    wait_for("the API server", lambda: api(base, "/api/v2/monitor/health"), 120, started)
+    wait_for("the DAG to be parsed", lambda: api(base, f"/api/v2/dags/{DAG_ID}"), 120, started)
+    api(base, f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, method="PATCH")  # paused if `dags test` made it
+    with pytest.raises(urllib.error.HTTPError) as refused:   # the form's schema is enforced
+        api(base, f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {"backbones": ["nope"]}})
+    assert refused.value.code == 400
+    run = api(base, f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": REST_CONF})
+    run_id = run["dag_run_id"]
+
+    def finished():
+        state = api(base, f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    state = wait_for("the DAG run", finished, 540, started)
+    instances = api(base, f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+    assert state == "success", [(t["task_id"], t["map_index"], t["state"]) for t in instances]
+    assert {t["queue"] for t in instances if t["task_id"] == "train"} == {"gpu"}   # routed by the policy
+    assert yaml.safe_load((work / "params.yaml").read_text())["tune"]["n_trials"] == 2
+
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.airflow_run_id = '{run_id}'")
+    assert runs, f"no MLflow run tagged airflow_run_id={run_id} (tasks/tracking.py records MRDIB_AIRFLOW_RUN_ID)"
+    tags = [found.data.tags for found in runs]
+    for tag in tags:   # every run of this DAG run: its parameters, as triggered
+        recorded = json.loads(tag["airflow_params"])
+        assert {key: recorded.get(key) for key in REST_CONF} == REST_CONF and tag["device"] == "cpu", tag
+    references = yaml.safe_load((work / "params.yaml").read_text())["pipeline"]["references"]
+    trained = {(t["backbone"], t["variant"], t["seed"]) for t in tags
+               if t["stage"] == "train" and t["backbone"] not in references and not t.get("ablation")}
+    assert trained == {("vbpr", "base", "7"), ("vbpr", "mrdib", "7")}, trained
+    trials = [t for t in tags if t["stage"] == "tune" and "mlflow.parentRunId" in t]
+    assert len(trials) == REST_CONF["n_trials"] and {t["backbone"] for t in trials} == {"vbpr"}

@@ -1,0 +1,155 @@
+"""MLflow tracking on real sqlite stores in temporary folders: runs, registry, champion, failures."""
+import hashlib
+import json
+import logging
+import sqlite3
+
+import pytest
+import torch
+
+import tasks.tracking as tracking
+from conftest import REPO
+from tasks.config import load_params
+from tasks.registered import main as registered_main
+from tasks.tracking import CHAMPION, Tracker
+from tasks.train import main as train_main
+from tasks.train import run, with_values
+
+PARAMS = REPO / "params.yaml"
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
+
+
+def params(*overrides):
+    return load_params(PARAMS, ["train.progress=false", "train.epochs=2", *overrides])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("mlruns")
+
+
+@pytest.fixture
+def client(store, monkeypatch):
+    """MLflow pointed at the module's store (by the environment, as the DAG does); tracking on."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{store}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
+    monkeypatch.setattr(tracking, "_BROKEN", set())
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_a_training_run_is_logged_and_found_by_its_tags(tiny_synthetic, tmp_path, client, store, monkeypatch):
+    monkeypatch.setenv("MRDIB_AIRFLOW_RUN_ID", "manual__1")  # what tasks/orchestrate.py sets inside a DAG run
+    metrics = run(params(), tiny_synthetic, "vbpr", "mrdib", tmp_path / "run", track=True)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment.artifact_location.startswith((store / "artifacts").as_uri())  # beside the db, not the repo
+    found = client.search_runs([experiment.experiment_id], "tags.backbone = 'vbpr' and tags.variant = 'mrdib' and "
+                               "tags.dataset = 'tiny' and tags.seed = '2024' and tags.stage = 'train'")
+    assert len(found) >= 1
+    logged = found[0]
+    tags, logged_params, logged_metrics = logged.data.tags, logged.data.params, logged.data.metrics
+    assert logged.info.status == "FINISHED"
+    assert tags["standin_features"] == "no" and tags["device"] == "cpu" and tags["airflow_run_id"] == "manual__1"
+    assert tags["dvc_data_version"] == hashlib.md5((tiny_synthetic / "tiny.inter").read_bytes()).hexdigest()
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert float(logged_params["mrdib.alpha2"]) == params().mrdib.alpha2 and logged_params["train.epochs"] == "2"
+    assert "backbones.vbpr.reg_weight" in logged_params and logged_params["seed"] == "2024"
+    assert logged_metrics["test_recall_at_5"] == pytest.approx(metrics["test"]["recall@5"])
+    assert logged_metrics["valid_recall_at_20"] == pytest.approx(metrics["valid"]["recall@20"])
+    run_id = logged.info.run_id
+    for term in ("loss/bpr", "loss/kl", "loss/mine", "loss/unique", "valid/recall_at_20"):
+        assert [m.step for m in client.get_metric_history(run_id, term)] == [1, 2], term
+    assert {"learning_curve.png", "history.json", "params.json", "metrics.json"} <= \
+        {a.path for a in client.list_artifacts(run_id)}
+    version = next(v for v in client.search_model_versions("name='tiny-vbpr'") if v.run_id == run_id)
+    assert version.tags["variant"] == "mrdib" and version.tags["seed"] == "2024"
+
+    import mlflow.models
+    import mlflow.pytorch
+
+    uri = f"models:/tiny-vbpr/{version.version}"
+    scorer = mlflow.pytorch.load_model(uri)
+    assert scorer(torch.tensor([0, 1])).shape == (2, scorer.model.ctx.n_items)
+    assert mlflow.models.get_model_info(uri).signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "int64"
+
+
+def test_registry_keeps_versions_and_champion_moves_to_a_better_validation_score(tiny_synthetic, tmp_path,
+                                                                               client, capsys):
+    run(params(), tiny_synthetic, "vbpr", "base", tmp_path / "base", track=True)
+    run(params("seed=7"), tiny_synthetic, "vbpr", "mrdib", tmp_path / "mrdib", track=True)
+    name, metric = "tiny-vbpr", "recall@20"
+
+    def scores():
+        return {str(v.version): float(v.tags["valid_score"]) for v in client.search_model_versions(f"name='{name}'")}
+
+    def champion():
+        return str(client.get_registered_model(name).aliases[CHAMPION])
+
+    assert len(scores()) >= 2
+    assert scores()[champion()] == max(scores().values())
+    source = client.search_model_versions(f"name='{name}'")[0].source
+    # a better validation score arrives: the alias moves; a worse one or a tie: it stays
+    for offset, moves in ((0.5, True), (-1.0, False), (0.0, False)):
+        before, best = champion(), max(scores().values())
+        extra = Tracker.start(params().tracking, "tiny", f"offset{offset}", {"variant": "mrdib", "seed": "99"})
+        version = extra.register(source, name, {"variant": "mrdib", "seed": 99}, metric, best + offset)
+        extra.end()
+        assert champion() == (version if moves else before), offset
+
+    registered_main(["--dataset", "tiny", "--out", str(tmp_path / "registered.md")])
+    table = (tmp_path / "registered.md").read_text()
+    assert "## tiny-vbpr" in table and f"({CHAMPION})" in table and "mrdib vs base" in table
+    assert "| base |" in table and "| mrdib |" in table
+    assert json.loads((tmp_path / "registered.json").read_text())["tiny-vbpr"]
+
+
+@pytest.mark.parametrize("problem", ["unreachable", "locked"])
+def test_mlflow_never_breaks_training(problem, tiny_synthetic, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(tracking, "_BROKEN", set())
+    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
+    lock = None
+    if problem == "unreachable":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    else:
+        database = tmp_path / "locked.db"
+        lock = sqlite3.connect(database, isolation_level=None)
+        lock.execute("CREATE TABLE held (x)")
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the store
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    with caplog.at_level(logging.WARNING, logger="tasks.tracking"):
+        metrics = run(params(), tiny_synthetic, "vbpr", "mrdib", tmp_path / "run", track=True)
+    if lock is not None:
+        lock.close()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["valid"] == metrics["valid"]
+    warnings = [r for r in caplog.records if r.name == "tasks.tracking" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "training goes on" in warnings[0].getMessage()
+
+
+def test_train_takes_tuned_alphas_for_mrdib_and_ignores_them_for_base(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("MRDIB_TRACKING", "off")
+    tuned = tmp_path / "vbpr.json"
+    values = {"mrdib.alpha1": 0.02, "mrdib.alpha2": 0.003, "mrdib.alpha3": 0.0007}
+    tuned.write_text(json.dumps({"source": "optuna", "values": values}))
+    for variant in ("mrdib", "base"):
+        train_main(["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", variant, "--epochs", "1",
+                    "--out", str(tmp_path / variant), "--tuned", str(tuned), "--set", "train.progress=false"])
+    mrdib = json.loads((tmp_path / "mrdib" / "metrics.json").read_text())
+    assert mrdib["alphas"] == {"alpha1": 0.02, "alpha2": 0.003, "alpha3": 0.0007}
+    assert json.loads((tmp_path / "base" / "metrics.json").read_text())["alphas"] is None
+
+
+def test_tuned_train_values_win_over_dataset_overrides():
+    tuned = with_values(params(), {"train.lr": 0.0123, "backbones.vbpr.reg_weight": 0.5})
+    assert tuned.for_dataset("synthetic").train.lr == 0.0123
+    assert tuned.backbone_config("vbpr").reg_weight == 0.5
+
+
+def test_relative_store_paths_resolve_against_the_repository(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri, artifacts = tracking.resolve_store(params().tracking)
+    assert uri == f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}" and artifacts == (REPO / "mlruns" / "artifacts").as_uri()
+    assert not tracking.tracking_enabled(params("tracking.enabled=false").tracking)
+    monkeypatch.setenv("MRDIB_TRACKING", "off")
+    assert not tracking.tracking_enabled(params().tracking)

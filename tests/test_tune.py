@@ -1,0 +1,168 @@
+"""The tune stage: validation only, nested MLflow trials, pruning, a killed study resumed, untuned backbones."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+import tasks.tracking as tracking
+from conftest import REPO
+from models.evaluation import Evaluator
+from tasks.config import load_params
+from tasks.tracking import Tracker
+from tasks.tune import Objective, TrialRunner, tune
+from tasks.tune import main as tune_main
+
+PARAMS = REPO / "params.yaml"
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
+
+
+def params(tmp_path, *overrides):
+    return load_params(PARAMS, ["tune.n_trials=3", "tune.epochs=3", "tune.startup_trials=2",
+                                "tune.pruner_startup_trials=1", "tune.pruner_warmup_epochs=1",
+                                f"tune.storage=sqlite:///{tmp_path}/optuna.db", *overrides])
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
+    monkeypatch.setattr(tracking, "_BROKEN", set())
+    return MlflowClient(tracking_uri=uri)
+
+
+def keys(payload) -> list[str]:
+    """Every key of a nested JSON payload."""
+    if isinstance(payload, dict):
+        return [k for key, value in payload.items() for k in [str(key), *keys(value)]]
+    return [k for value in payload for k in keys(value)] if isinstance(payload, list) else []
+
+
+def test_study_sees_validation_only_and_nests_trials_in_mlflow(tiny_synthetic, tmp_path, client, monkeypatch):
+    splits, original = [], Evaluator.__init__
+
+    def spy(self, n_users, n_items, train, heldout, *args, **kwargs):
+        splits.append(sorted(heldout))
+        original(self, n_users, n_items, train, heldout, *args, **kwargs)
+
+    monkeypatch.setattr(Evaluator, "__init__", spy)
+    out = tmp_path / "tuned" / "tiny" / "vbpr.json"
+    result = tune(params(tmp_path), tiny_synthetic, "vbpr", out)
+    assert splits and all(s == ["valid"] for s in splits)          # the test split is never evaluated
+    assert not any("test" in k for k in keys(json.loads(out.read_text())))
+    assert result["source"] == "optuna" and result["n_trials"]["complete"] + result["n_trials"]["pruned"] == 3
+    assert all(1e-4 <= result[a] <= 1e-1 for a in ("alpha1", "alpha2", "alpha3"))
+    assert result["values"]["mrdib.alpha1"] == result["alpha1"] and result["valid_metric"] == "recall@20"
+    assert (tmp_path / "tuned" / "tiny" / "vbpr_history.png").stat().st_size > 0
+    assert (tmp_path / "tuned" / "tiny" / "vbpr_importances.png").stat().st_size > 0
+
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    study = f"tags.optuna_study = '{result['study_name']}' and tags.stage = 'tune'"
+    parent, = client.search_runs([experiment], study + " and tags.optuna_role = 'study'")
+    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(trials) == 3 and {t.data.tags["trial_state"] for t in trials} <= {"COMPLETE", "PRUNED"}
+    for logged in [parent, *trials]:
+        assert not any("test" in name for name in logged.data.metrics), logged.data.metrics
+    assert parent.data.metrics["best_valid_recall_at_20"] == pytest.approx(result["best_value"])
+    assert any(a.path == "vbpr_history.png" for a in client.list_artifacts(parent.info.run_id))
+
+    again = tune(params(tmp_path), tiny_synthetic, "vbpr", out)  # finished study: nothing more runs
+    assert again["study_name"] == result["study_name"] and again["n_trials"] == result["n_trials"]
+    assert len(client.search_runs([experiment], study)) == 1 + 3   # the parent continued, no new trial run
+    parents = client.search_runs([experiment], study + " and tags.optuna_role = 'study'")
+    assert [r.info.run_id for r in parents] == [parent.info.run_id] and parents[0].info.status == "FINISHED"
+
+
+class PruneFromEpoch2(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return trial.last_step is not None and trial.last_step >= 2
+
+
+def test_a_pruned_trial_stops_early_and_is_tagged_pruned(tiny_synthetic, tmp_path, client):
+    runner = TrialRunner.load(params(tmp_path, "tune.epochs=6"), tiny_synthetic, "vbpr")
+    assert len(runner.dataset.test) == 0 and len(runner.dataset.valid) > 0
+    parent = Tracker.start(runner.params.tracking, "tiny", "prune-check", {"stage": "tune"})
+    study = optuna.create_study(direction="maximize", pruner=PruneFromEpoch2(),
+                                sampler=optuna.samplers.TPESampler(seed=1))
+    study.optimize(Objective(runner, "prune-check", parent), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["epochs_run"] == 2
+    nested, = client.search_runs([parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    assert nested.data.tags["trial_state"] == "PRUNED"
+    assert [m.step for m in client.get_metric_history(nested.info.run_id, "loss/kl")] == [1, 2]
+
+
+def trial_states(database) -> list[tuple[int, str]]:
+    if not database.exists():
+        return []
+    with sqlite3.connect(database, timeout=10) as connection:
+        try:
+            return connection.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        except sqlite3.OperationalError:  # the schema is not written yet
+            return []
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_where_it_stopped(tiny_synthetic, tmp_path):
+    database, out = tmp_path / "optuna.db", tmp_path / "tuned.json"
+    command = [sys.executable, "-m", "tasks.tune", "--dataset", "tiny", "--data-dir", str(tiny_synthetic),
+               "--backbone", "vbpr", "--out", str(out), "--params", str(PARAMS),
+               "--set", "tune.n_trials=3", "--set", "tune.epochs=8", "--set", "train.patience=100",
+               "--set", "tune.startup_trials=2", "--set", "tune.pruner_startup_trials=1",
+               "--set", "tune.pruner_warmup_epochs=4", "--set", f"tune.storage=sqlite:///{database}"]
+    env = os.environ | {"MRDIB_TRACKING": "off", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any(state == "COMPLETE" for _, state in trial_states(database)):
+        assert first.poll() is None and time.monotonic() < deadline, "the study ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = trial_states(database)
+    assert sum(state in ("COMPLETE", "PRUNED") for _, state in killed) < 3 and not out.exists()
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = trial_states(database)
+    assert resumed[0] == (0, "COMPLETE") and resumed[:1] == killed[:1]      # the first trial is kept, not rerun
+    assert sum(state in ("COMPLETE", "PRUNED") for _, state in resumed) == 3
+    assert [state for _, state in resumed].count("FAIL") == sum(s == "RUNNING" for _, s in killed)
+    tuned = json.loads(out.read_text())
+    assert tuned["n_trials"]["complete"] + tuned["n_trials"]["pruned"] == 3
+    assert "interrupted" in second.stderr or "RUNNING" not in {s for _, s in killed}
+
+
+def test_untuned_backbone_gets_the_params_alphas_at_once(tmp_path):
+    defaults = load_params(PARAMS)
+    for backbone, extra in (("mmgcn", []), ("vbpr", ["--set", "tune.n_trials=0"])):
+        out = tmp_path / "tuned" / f"{backbone}.json"
+        tune_main(["--dataset", "synthetic", "--data-dir", str(tmp_path / "not-needed"), "--backbone", backbone,
+                   "--out", str(out), *extra])
+        tuned = json.loads(out.read_text())
+        assert tuned["source"] == "params.yaml" and tuned["alpha2"] == defaults.mrdib.alpha2
+        assert tuned["values"] == {f"mrdib.{a}": getattr(defaults.mrdib, a) for a in ("alpha1", "alpha2", "alpha3")}
+        assert (tmp_path / "tuned" / f"{backbone}_history.png").exists()
+        assert (tmp_path / "tuned" / f"{backbone}_importances.png").exists()
+
+
+def test_search_space_and_its_checks():
+    from tasks.config import ParamsError
+    from tasks.tune import search_space
+
+    space = search_space(load_params(PARAMS, ["tune.tune_lr=true", "tune.tune_reg=true"]), "vbpr")
+    assert space == {"alpha1": ("mrdib.alpha1", 1e-4, 1e-1), "alpha2": ("mrdib.alpha2", 1e-4, 1e-1),
+                     "alpha3": ("mrdib.alpha3", 1e-4, 1e-1), "lr": ("train.lr", 1e-4, 1e-2),
+                     "reg_weight": ("backbones.vbpr.reg_weight", 1e-6, 1e-2)}
+    with pytest.raises(SystemExit, match="no reg_weight"):
+        search_space(load_params(PARAMS, ["tune.tune_reg=true"]), "freedom")
+    for bad in ("tune.alpha_low=0.5", "tune.backbones=[pop]"):
+        with pytest.raises(ParamsError, match="tune"):
+            load_params(PARAMS, [bad])
