@@ -1,6 +1,6 @@
 """Optuna (TPE + MedianPruner) against the paper's 125-point grid over alpha1..alpha3, on validation.
 
-    python -u -m benchmarks.tune_vs_grid --backbone vbpr [--data-dir data/synthetic] [--epochs 40] \
+    python -u -m benchmarks.tune_vs_grid --backbone vbpr [--data-dir data/prepared/synthetic] [--epochs 40] \
         [--grid-epochs N] [--trials 25] [--grid-values 1e-4 1e-3 5e-3 1e-2 5e-2] \
         [--out results/tune_vs_grid.json] [--grid-from OLD.json] [--set key=value ...]
 
@@ -13,8 +13,8 @@ combination of --grid-values. Prints the best validation value of each, its alph
 and the ratio of times, and when Optuna first reached the grid's best. --grid-epochs below --epochs
 makes the grid cheaper than the paper's protocol (and weaker): the output says so. Nothing is
 logged to MLflow; OUT is rewritten after every grid point, so a long run can be read while it goes.
---grid-from takes the finished grid of an earlier OUT (same data, grid values and epochs; its
-timing stays the one measured then) to compare other Optuna settings without the grid's hours.
+--grid-from takes the finished grid of an earlier OUT (same data, train settings, grid values and
+epochs; its timing stays the one measured then) to compare other Optuna settings without the grid's hours.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import optuna
 from models.trainer import NonFiniteLossError
 from tasks.config import load_params
 from tasks.synthetic import generate, write_dataset
+from tasks.tracking import data_version
 from tasks.train import with_values, write_json
 from tasks.tune import Objective, TrialRunner
 
@@ -91,9 +92,9 @@ def reuse_grid(path: Path, values: list[float], epochs: int, result: dict) -> di
     grid = old.get("grid") or {}
     points = {tuple(score["alphas"]) for score in grid.get("scores", [])}
     if points != set(itertools.product(values, repeat=3)) or grid.get("epochs") != epochs or \
-            old.get("dataset") != result["dataset"] or old.get("seed") != result["seed"]:
-        raise SystemExit(f"{path}: no finished grid of {len(values) ** 3} points at {epochs} epochs on "
-                         f"{result['dataset']} (seed {result['seed']})")
+            any(old.get(key) != result[key] for key in ("dataset", "seed", "train", "data_md5")):
+        raise SystemExit(f"{path}: no finished grid of {len(values) ** 3} points at {epochs} epochs on the same "
+                         f"data, seed and train settings")
     log.info("grid reused from %s: best %.4f, %.0fs when it ran", path, grid["best_value"], grid["seconds"])
     result["grid"] = grid | {"reused_from": str(path)}
     return result["grid"]
@@ -111,7 +112,7 @@ def dataset_folder(args, params) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="vbpr")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/synthetic"))
+    parser.add_argument("--data-dir", type=Path, default=Path("data/prepared/synthetic"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--epochs", type=int, help="epoch cap of an Optuna trial (default: tune.epochs)")
     parser.add_argument("--grid-epochs", type=int, help="epoch cap of a grid point (default: --epochs)")
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"backbone": args.backbone, "dataset": runner.dataset.name, "metric": runner.params.train.valid_metric,
               "epochs": epochs, "grid_epochs": grid_epochs, "patience": runner.params.train.patience,
-              "seed": params.seed, "tune": runner.params.tune.model_dump()}
+              "seed": params.seed, "tune": runner.params.tune.model_dump(),
+              "train": runner.params.train.model_dump(exclude={"epochs"}), "data_md5": data_version(runner.data_dir)}
     log.info("%s on %s, valid %s, trial cap %d epochs, grid cap %d epochs%s", args.backbone, runner.dataset.name,
              result["metric"], epochs, grid_epochs,
              " (REDUCED: the grid is cheaper and weaker than at the trial cap)" if grid_epochs < epochs else "")

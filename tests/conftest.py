@@ -8,6 +8,9 @@ import torch
 # Test tensors are tiny: one thread is faster than two that wait on each other (and far
 # faster when the machine is busy).
 torch.set_num_threads(1)
+# Tests that need MLflow turn it on with their own temporary store; the rest must not write into
+# the repository's mlruns/ (nor pay for it).
+os.environ.setdefault("MRDIB_TRACKING", "off")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MRDIB_SHARED_DATA", REPO.parent / "shared" / "data" / "amazon"))

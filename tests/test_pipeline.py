@@ -38,7 +38,8 @@ def workspace(tmp_path):
         else:
             shutil.copy(source, work / name)
     tiny_params(work / "params.yaml")
-    env = os.environ | {"PYTHONPATH": str(work), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MRDIB_TRACKING", "MLFLOW_TRACKING_URI")}
+    env |= {"PYTHONPATH": str(work), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(command, cwd=work, check=True, env=env)
@@ -59,6 +60,7 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     table = json.loads((work / "reports/table1.json").read_text())
     assert table["synthetic"]["vbpr"]["recall_at_5"]["seeds"] == 2
     assert "| synthetic | vbpr | ndcg@20 |" in (work / "reports/table1.md").read_text()
+    assert (work / "mlruns/mlflow.db").exists()   # every run tracked in the workspace's own store
     assert (work / "data/validated/synthetic/validation.json").exists()
     assert (work / "reports/validation/synthetic/index.html").exists()
     assert json.loads((work / "tuned/synthetic/vbpr.json").read_text())["source"] == "optuna"
