@@ -19,7 +19,7 @@ def tiny_params(path: Path) -> None:
     params = yaml.safe_load(path.read_text())
     params["synthetic"].update(n_users=80, n_items=120, image_dim=16, text_dim=8, mean_interactions=8)
     params["datasets"]["synthetic"]["train"].update(epochs=2, batch_size=256)
-    params["validate"]["datasets"]["synthetic"]["image_dim"] = 16
+    params["validate"]["datasets"]["synthetic"].update(image_dim=16, text_dim=8)
     params["tune"].update(backbones=["vbpr"], n_trials=2, epochs=2, startup_trials=1)
     params["pipeline"].update(backbones=["vbpr", "freedom"], references=["pop"], seeds=[1, 2], bootstrap=50,
                               ablation_backbones=["vbpr"], ablations=["no_kl"])
@@ -79,6 +79,7 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     params["backbones"]["freedom"]["modality_weight"] = 1e-3
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(dvc(work, env, "status", "--json").stdout)
-    changed = sorted(status)
+    # the report reads every backbone's settings (to rebuild models for its t-SNE): it follows too
+    changed = sorted(set(status) - {"report"})
     assert changed and all("freedom" in stage for stage in changed), changed
     assert any(stage.startswith("train@synthetic-freedom") for stage in changed), changed
