@@ -74,6 +74,16 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     shown = dvc(work, env, "metrics", "show", "--json")
     assert shown.returncode == 0 and "recall@20" in shown.stdout
 
+    # the README's experiment commands: a temporary experiment with one value changed, then a diff
+    for command in (["git", "add", "dvc.lock"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"]):
+        subprocess.run(command, cwd=work, check=True, env=env)
+    experiment = dvc(work, env, "exp", "run", "--temp", "-S", "pipeline.bootstrap=60")
+    assert experiment.returncode == 0, experiment.stdout[-3000:] + experiment.stderr[-3000:]
+    assert "Running stage 'evaluate'" in experiment.stdout and "Running stage 'train@" not in experiment.stdout
+    assert dvc(work, env, "exp", "show", "--json").returncode == 0
+    diff = dvc(work, env, "metrics", "diff", "--json")
+    assert diff.returncode == 0, diff.stderr
+
     # one backbone's parameter invalidates that backbone's stages only (downstream tables follow)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["backbones"]["freedom"]["modality_weight"] = 1e-3
