@@ -83,7 +83,7 @@ def describe_runs(groups: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
-def tuned_section(root: Path) -> str:
+def tuned_section(root: Path, report_dir: Path | None = None) -> str:
     """tuned/<dataset>/<backbone>.json of the tune stage ({"source", "values": {"mrdib.alpha1": ...}, best
     validation score ...}): every scalar shown, `values` unprefixed. Optional: absent is a note."""
     files = sorted(Path(root).glob("*/*.json"))
@@ -98,7 +98,19 @@ def tuned_section(root: Path) -> str:
             continue
         shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items())
         lines.append(f"| {path.parent.name} | {path.stem} | {shown} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + tuning_plots(files, report_dir)
+
+
+def tuning_plots(files: list[Path], report_dir: Path | None) -> str:
+    """Links to the Optuna history / importance plots the tune stage drew beside each tuned file."""
+    links = []
+    for path in files:
+        for kind in ("history", "importances"):
+            plot = path.with_name(f"{path.stem}_{kind}.png")
+            if plot.exists() and '"optuna"' in path.read_text():
+                target = os.path.relpath(plot, report_dir) if report_dir else plot
+                links.append(f"![{path.parent.name} {path.stem} {kind}]({target})")
+    return "\n\n" + "\n".join(links) if links else ""
 
 
 def scalars(tree: dict, prefix: str = "") -> dict:
@@ -335,7 +347,7 @@ def build_report(args, params: Params) -> str:
         "## Table 2: ablation of the MRdIB objective (test; change vs full MRdIB)\n\n"
         + include(args.reports / "table2.md", ablate),
         "## Table 3: seconds per training epoch\n\n" + include(args.reports / "table3.md", evaluate),
-        "## Tuned alphas\n\n" + tuned_section(args.tuned),
+        "## Tuned alphas\n\n" + tuned_section(args.tuned, args.reports),
         "## Plots\n\n" + plot_section(args, params, groups["runs"]),
     ]
     return "\n\n".join(sections) + "\n"
