@@ -41,3 +41,16 @@ def tiny_synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "tiny"
     write_dataset(out, *generate(cfg, seed=3))
     return out
+
+
+def tracked_client(folder: Path, monkeypatch):
+    """MLflow pointed at a store in `folder` (by the environment, as the DAG does), tracking on."""
+    from mlflow import MlflowClient
+
+    from tasks import tracking
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
+    monkeypatch.setattr(tracking, "_BROKEN", set())  # a store that failed in an earlier test is tried again
+    return MlflowClient(tracking_uri=uri)

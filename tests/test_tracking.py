@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tasks.tracking as tracking
-from conftest import REPO
+from conftest import REPO, tracked_client
 from tasks.config import load_params
 from tasks.registered import main as registered_main
 from tasks.tracking import CHAMPION, Tracker
@@ -30,14 +30,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def client(store, monkeypatch):
-    """MLflow pointed at the module's store (by the environment, as the DAG does); tracking on."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{store}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
-    monkeypatch.setattr(tracking, "_BROKEN", set())
-    return MlflowClient(tracking_uri=uri)
+    return tracked_client(store, monkeypatch)
 
 
 def test_a_training_run_is_logged_and_found_by_its_tags(tiny_synthetic, tmp_path, client, store, monkeypatch):

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 import tasks.tracking as tracking
-from conftest import REPO
+from conftest import REPO, tracked_client
 from models.evaluation import Evaluator
 from tasks.config import load_params
 from tasks.tracking import Tracker
@@ -30,13 +30,7 @@ def params(tmp_path, *overrides):
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
-    monkeypatch.setattr(tracking, "_BROKEN", set())
-    return MlflowClient(tracking_uri=uri)
+    return tracked_client(tmp_path, monkeypatch)
 
 
 def keys(payload) -> list[str]:
