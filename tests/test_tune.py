@@ -10,7 +10,6 @@ import time
 import optuna
 import pytest
 
-import tasks.tracking as tracking
 from conftest import REPO, tracked_client
 from models.evaluation import Evaluator
 from tasks.config import load_params
