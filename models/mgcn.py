@@ -26,6 +26,10 @@ Deviations from the paper / reference code, written down:
   tables; the kNN graphs are built once from the original features and stay frozen.
 - InfoNCE is the batch cross-entropy form (same value as the reference's exp/sum form, but
   stable); the reference's fixed 0.2 temperature is the `temperature` key.
+- The node-level InfoNCE terms run over the distinct users / items of the batch. The reference
+  uses one row per triple, so a user or item drawn twice is its own negative (identical rows
+  in the denominator); the distinct rows remove those false negatives, and the [b, b] logits
+  shrink to the distinct count (about 11x cheaper at 600 users and batches of 2048).
 """
 from __future__ import annotations
 
@@ -136,7 +140,8 @@ class MGCN(Recommender):
         final, side, content = self.views()
         n_u, tau = self.ctx.n_users, self.config.temperature
         u, p, n = final[users], final[n_u + pos], final[n_u + neg]
-        contrast = info_nce(side[n_u + pos], content[n_u + pos], tau) + info_nce(side[users], content[users], tau)
+        items, batch_users = n_u + pos.unique(), users.unique()  # distinct: a duplicate is no negative of itself
+        contrast = info_nce(side[items], content[items], tau) + info_nce(side[batch_users], content[batch_users], tau)
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
                  "reg": self.config.reg_weight * l2_penalty(u, p, n),
                  "cl": self.config.cl_weight * contrast}

@@ -34,6 +34,9 @@ Deviations, written down:
 - The user-item block used to carry item views to users is the block of the normalised
   augmented graph Â (the released code normalises that rectangular block separately).
 - Xavier-normal embedding init (repository convention) instead of Xavier-uniform.
+- The item-level InfoNCE runs over the distinct users / items of the batch, as in models.mgcn
+  (a node drawn twice is otherwise its own negative); the user-item level keeps one row per
+  (user, positive) pair, which are distinct interactions.
 """
 from __future__ import annotations
 
@@ -128,7 +131,8 @@ class SOIL(Recommender):
         final, side, content = self.views()
         n_u, tau, cfg = self.ctx.n_users, self.config.temperature, self.config
         u, p, n = final[users], final[n_u + pos], final[n_u + neg]
-        item_level = info_nce(side[n_u + pos], content[n_u + pos], tau) + info_nce(side[users], content[users], tau)
+        items, batch_users = n_u + pos.unique(), users.unique()  # distinct: a duplicate is no negative of itself
+        item_level = info_nce(side[items], content[items], tau) + info_nce(side[batch_users], content[batch_users], tau)
         user_level = info_nce(u, content[n_u + pos], tau) + info_nce(u, side[n_u + pos], tau)
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
                  "cl": cfg.cl_weight * item_level,

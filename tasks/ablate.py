@@ -2,7 +2,7 @@
 
     python -m tasks.ablate --runs runs --ablations ablations --out reports
 
-For every dataset and backbone under ABLATIONS/ (folders `<dataset>/<backbone>-<setting>-seed<N>/`,
+For every dataset and backbone under ABLATIONS/ (folders `<dataset>/<backbone>-<setting>/seed<N>/`,
 setting one of models.mrdib.ABLATIONS, as written by `python -m tasks.train --ablation`), the
 table has one row for the full MRdIB run and the base run (both from RUNS/, the main matrix)
 and one per ablation setting: test Recall and NDCG @5, @10, @20 as mean +- std over seeds, and
@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Iterable
 
 from models.mrdib import ABLATIONS
-from tasks.evaluate import Run, mean_std
+from tasks.evaluate import Run, mean_std, run_folders
 from tasks.train import write_json
 
-FOLDER = re.compile(r"^(?P<backbone>[a-z0-9_]+)-(?P<setting>[a-z0-9_]+)-seed(?P<seed>\d+)$")
 TABLE2_METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "ndcg")]
 # What each setting removes, in the paper's words; the alphas it zeroes come from ABLATIONS.
 REMOVED = {"no_kl": "w/o KL", "no_redundancy": "w/o L_R", "no_unique": "w/o L_U",
@@ -43,15 +41,14 @@ def setting_label(setting: str) -> str:
 
 
 def load_runs(root: Path, settings: Iterable[str]) -> list[Run]:
-    """Every ROOT/<dataset>/<backbone>-<setting>-seed<N>/ whose setting is in `settings`.
+    """Every ROOT/<dataset>/<backbone>-<setting>/seed<N>/ whose setting is in `settings`.
 
     A matching folder without a readable metrics.json is an error naming the folder: a table
     silently missing a seed would report a different mean than the one it claims.
     """
     settings, runs = set(settings), []
-    for folder in sorted(p for p in Path(root).glob("*/*") if p.is_dir()):
-        match = FOLDER.match(folder.name)
-        if not match or match["setting"] not in settings:
+    for folder, dataset, backbone, setting, seed in run_folders(root):
+        if setting not in settings:
             continue
         path = folder / "metrics.json"
         if not path.is_file():
@@ -60,7 +57,7 @@ def load_runs(root: Path, settings: Iterable[str]) -> list[Run]:
             metrics = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise RunError(f"{path}: not valid JSON ({err})") from None
-        runs.append(Run(folder.parent.name, match["backbone"], match["setting"], int(match["seed"]), metrics, folder))
+        runs.append(Run(dataset, backbone, setting, seed, metrics, folder))
         check_alphas(runs[-1])
     return runs
 
@@ -140,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(str(err)) from None
     if not ablation_runs:
         raise SystemExit(f"{args.ablations}: no ablation runs found "
-                         f"(expected <dataset>/<backbone>-<setting>-seed<N>/, setting in {sorted(ABLATIONS)})")
+                         f"(expected <dataset>/<backbone>-<setting>/seed<N>/, setting in {sorted(ABLATIONS)})")
     rows = table2_rows(main_runs, ablation_runs)
     standin = sorted({f"{r.dataset}/{r.backbone}" for r in main_runs + ablation_runs
                       if r.metrics.get("standin_features")})

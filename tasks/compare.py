@@ -4,7 +4,7 @@
         [--models pop bprmf lightgcn vbpr vbpr:mrdib] [--seeds 2024 2025] [--set key=value ...]
 
 Each model runs through the same `tasks.train.run` as `python -m tasks.train`; its folder
-OUT/<backbone>-<variant>-seed<seed>/ holds metrics.json, per_user_test.npz, history.json and
+OUT/<backbone>-<variant>/seed<seed>/ holds metrics.json, per_user_test.npz, history.json and
 best.pt (the layout `tasks.evaluate` reads). The table goes to stdout and to OUT/table.md.
 A finished model is not trained again (delete its folder to retrain).
 """
@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         seeded = params.model_copy(update={"seed": seed})
         for spec in args.models:
             backbone, _, variant = spec.partition(":")
-            name = f"{backbone}-{variant or 'base'}-seed{seed}"
-            done = args.out / name / "metrics.json"
-            rows[name] = json.loads(done.read_text()) if done.exists() else \
-                run(seeded, args.data_dir, backbone, variant or "base", args.out / name)
+            folder = Path(f"{backbone}-{variant or 'base'}", f"seed{seed}")
+            done = args.out / folder / "metrics.json"
+            rows[folder.as_posix()] = json.loads(done.read_text()) if done.exists() else \
+                run(seeded, args.data_dir, backbone, variant or "base", args.out / folder)
     table = markdown_table(rows)
     standin = sorted({m for r in rows.values() for m in r["standin_features"]})
     if standin:

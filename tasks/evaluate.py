@@ -2,10 +2,10 @@
 
     python -m tasks.evaluate --runs runs --out reports
 
-Runs are folders `RUNS/<dataset>/<backbone>-<variant>-seed<seed>/` as written by
-`python -m tasks.train` (metrics.json and per_user_test.npz). For every dataset and backbone
-trained both ways, Table 1 gives base and MRdIB test metrics as mean +- std over seeds, the
-relative improvement of the means, and a paired per-user bootstrap 95% confidence interval
+Runs are folders `RUNS/<dataset>/<backbone>-<variant>/seed<seed>/` as the train stage writes
+them (`python -m tasks.train --pipeline-seeds`: metrics.json and per_user_test.npz). For every
+dataset and backbone trained both ways, Table 1 gives base and MRdIB test metrics as mean +- std
+over seeds, the relative improvement of the means, and a paired per-user bootstrap 95% confidence interval
 of the difference MRdIB - base (per-user differences averaged over seeds, users resampled).
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 
 from tasks.train import write_json
 
-RUN_NAME = re.compile(r"^(?P<backbone>[a-z0-9_]+)-(?P<variant>base|mrdib)-seed(?P<seed>\d+)$")
+RUN_GROUP = re.compile(r"^(?P<backbone>[a-z0-9_]+)-(?P<setting>[a-z0-9_]+)$")  # <backbone>-<variant or ablation>
+SEED_FOLDER = re.compile(r"^seed(?P<seed>\d+)$")
 TABLE_METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "precision", "map", "ndcg")]
 
 
@@ -38,14 +39,19 @@ class Run:
         return data["users"], data[metric.replace("@", "_at_")]
 
 
+def run_folders(root: Path):
+    """(folder, dataset, backbone, setting, seed) of every ROOT/<dataset>/<backbone>-<setting>/seed<N>/."""
+    for folder in sorted(p for p in Path(root).glob("*/*/seed*") if p.is_dir()):
+        group, seed = RUN_GROUP.match(folder.parent.name), SEED_FOLDER.match(folder.name)
+        if group and seed:
+            yield folder, folder.parent.parent.name, group["backbone"], group["setting"], int(seed["seed"])
+
+
 def find_runs(root: Path) -> list[Run]:
-    runs = []
-    for path in sorted(root.glob("*/*/metrics.json")):
-        match = RUN_NAME.match(path.parent.name)
-        if match:
-            runs.append(Run(path.parent.parent.name, match["backbone"], match["variant"], int(match["seed"]),
-                            json.loads(path.read_text()), path.parent))
-    return runs
+    """The finished base and mrdib runs under ROOT (those with a metrics.json)."""
+    return [Run(dataset, backbone, setting, seed, json.loads((folder / "metrics.json").read_text()), folder)
+            for folder, dataset, backbone, setting, seed in run_folders(root)
+            if setting in ("base", "mrdib") and (folder / "metrics.json").is_file()]
 
 
 def paired_bootstrap(base: list[Run], mrdib: list[Run], metric: str, n_boot: int, seed: int) -> tuple[float, float]:
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     runs = find_runs(args.runs)
     if not runs:
-        raise SystemExit(f"{args.runs}: no runs found (expected <dataset>/<backbone>-<variant>-seed<N>/metrics.json)")
+        raise SystemExit(f"{args.runs}: no runs found (expected <dataset>/<backbone>-<variant>/seed<N>/metrics.json)")
     rows = table1_rows(runs, args.bootstrap, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     standin = sorted({f"{r.dataset}/{r.backbone}" for r in runs if r.metrics.get("standin_features")})

@@ -1,11 +1,17 @@
 """Train and evaluate one model on one dataset folder.
 
     python -m tasks.train --data-dir DIR --backbone NAME --variant base|mrdib --out DIR \
-        [--epochs N] [--seed S] [--set key=value ...] [--standin-features] [--tuned tuned/D/B.json]
+        [--epochs N] [--seed S | --seeds S [S ...] | --pipeline-seeds] [--checkpoints DIR]
+        [--set key=value ...] [--standin-features] [--tuned tuned/D/B.json]
+
+With several seeds (--seeds, or --pipeline-seeds: params.yaml's pipeline.seeds) it trains one
+model per seed in this one process, into DIR/seed<S>/ each: the pipeline's stages do this, as a
+new process costs ~15 s of imports and MLflow set-up, more than a model on the default data.
 
 Writes DIR/metrics.json (valid and test: 16 metrics each, best_epoch, seconds_per_epoch),
 DIR/per_user_test.npz (each test user's metrics, for paired tests), DIR/history.json (per-epoch loss terms and validation metrics), DIR/best.pt (the best
-checkpoint) and DIR/last.pt (resumes a killed run), and DIR/train.log.
+checkpoint) and DIR/train.log. The checkpoints of the run in progress (last.pt, best.pt) go to
+--checkpoints (default DIR): a killed run resumes from there, and a finished one only re-evaluates.
 With `tracking.enabled` the run is also an MLflow run whose model is registered (tasks/tracking.py);
 --tuned takes the mrdib variant's alphas from the tune stage's file (tasks/tune.py).
 """
@@ -16,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from tasks.config import Params, load_params
 from tasks.tracking import Tracker, finish_training_run, start_training_run, tracking_enabled
 
 log = logging.getLogger("tasks.train")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 VARIANTS = ("base", "mrdib")
 
 
@@ -73,10 +81,12 @@ def train_settings(params: Params) -> TrainSettings:
 
 
 def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, graphs: Path | None = None,
-        track: bool = False, tags: dict[str, str] | None = None) -> dict:
+        track: bool = False, tags: dict[str, str] | None = None, checkpoints: Path | None = None) -> dict:
     """Train, evaluate, write metrics.json; returns the metrics. graphs: the graphs stage's file, if any.
 
-    track: also an MLflow run (tasks/tracking.py; never stops training), with `tags` added."""
+    track: also an MLflow run (tasks/tracking.py; never stops training), with `tags` added.
+    checkpoints: where the run in progress keeps last.pt and best.pt (default `out`); the best
+    checkpoint is copied into `out` at the end."""
     seed_everything(params.seed)
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
@@ -99,7 +109,8 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
     tracker = start_training_run(params, dataset=dataset.name, data_dir=data_dir, backbone=backbone, variant=variant,
                                  device=device, standin=standin, extra_tags=tags, supersede={"run_key": key}) \
         if track else Tracker()
-    trainer = Trainer(model, dataset.train, evaluator, settings, out, params.seed, fingerprint=key,
+    checkpoints = checkpoints or out
+    trainer = Trainer(model, dataset.train, evaluator, settings, checkpoints, params.seed, fingerprint=key,
                       on_epoch=tracker.log_epoch)
     try:
         per_user = trainer.fit()
@@ -108,6 +119,8 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
         raise
     means = summarize(per_user)
     valid, test = means["valid"], means["test"]
+    if checkpoints.resolve() != out.resolve():
+        copy_atomically(trainer.best_path, out / "best.pt")
     save_per_user(out / "per_user_test.npz", *per_user["test"])
     history = trainer.state.history
     metrics = {"valid": valid, "test": test, "best_epoch": trainer.state.best_epoch,
@@ -162,6 +175,12 @@ def save_per_user(path: Path, users, values: dict) -> None:
     os.replace(tmp, path)
 
 
+def copy_atomically(source: Path, target: Path) -> None:
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def write_json(path: Path, payload) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -173,14 +192,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with <name>.inter and *_feat.npy")
     parser.add_argument("--backbone", required=True, help=f"one of {sorted(BACKBONES)}")
     parser.add_argument("--variant", default="base", choices=VARIANTS)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder; with several seeds, the parent of one seed<S>/ folder per seed")
+    parser.add_argument("--checkpoints", type=Path,
+                        help="where runs in progress keep last.pt and best.pt, to resume (default: --out)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--graphs", type=Path, help="the backbone's fixed graphs from the graphs stage (.npz); "
                         "default: build them in memory")
     parser.add_argument("--tuned", type=Path, help="the tune stage's file (tuned/<dataset>/<backbone>.json): "
                         "its alphas for the mrdib variant; ignored for base")
     parser.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
-    parser.add_argument("--seed", type=int, help="shorthand for --set seed=S")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="shorthand for --set seed=S")
+    seeds.add_argument("--seeds", type=int, nargs="+", help="one model per seed, into OUT/seed<S>/")
+    seeds.add_argument("--pipeline-seeds", action="store_true",
+                       help="--seeds with params.yaml's pipeline.seeds (what the DVC stages run)")
     parser.add_argument("--ablation", choices=sorted(ABLATIONS),
                         help="mrdib variant with some alphas set to 0 (the paper's Table 2)")
     parser.add_argument("--standin-features", action="store_true",
@@ -210,13 +236,33 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--ablation applies to --variant mrdib only")
         params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
         tags["ablation"] = args.ablation
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")])
-    started = time.perf_counter()
-    run(params, args.data_dir, args.backbone, args.variant, args.out, args.graphs,
-        track=tracking_enabled(params.tracking), tags=tags)
-    log.info("done in %.1fs; wrote %s", time.perf_counter() - started, args.out / "metrics.json")
+    seeds = params.pipeline.seeds if args.pipeline_seeds else args.seeds
+    if seeds is None:  # one run, straight into --out
+        train_one(params, args, args.out, args.checkpoints, tags)
+    for seed in seeds or []:
+        folder = Path(f"seed{seed}")
+        train_one(params.model_copy(update={"seed": seed}), args, args.out / folder,
+                  args.checkpoints / folder if args.checkpoints else None, tags)
+
+
+def train_one(params: Params, args: argparse.Namespace, out: Path, checkpoints: Path | None,
+              tags: dict[str, str]) -> None:
+    """One run with its own train.log in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(format=LOG_FORMAT, handlers=[logging.StreamHandler()])  # no-op when already configured
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    try:
+        started = time.perf_counter()
+        run(params, args.data_dir, args.backbone, args.variant, out, args.graphs,
+            track=tracking_enabled(params.tracking), tags=tags, checkpoints=checkpoints)
+        log.info("done in %.1fs; wrote %s", time.perf_counter() - started, out / "metrics.json")
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 if __name__ == "__main__":

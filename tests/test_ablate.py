@@ -29,11 +29,11 @@ def trained_layout(tmp_path_factory, data):
     (root / "params.yaml").parent.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for folder, setting, extra in RUNS:
-        for seed in SEEDS:
-            out = root / folder / data.name / f"vbpr-{setting}-seed{seed}"
-            train.main(["--data-dir", str(data), "--backbone", "vbpr", "--seed", str(seed), "--epochs", "2",
-                        "--params", str(root / "params.yaml"), "--set", "train.progress=false",
-                        "--set", "train.device=cpu", "--out", str(out), *extra])
+        # as the pipeline's stages do: every seed in one process, into <out>/seed<S>/
+        train.main(["--data-dir", str(data), "--backbone", "vbpr", "--seeds", *map(str, SEEDS), "--epochs", "2",
+                    "--params", str(root / "params.yaml"), "--set", "train.progress=false",
+                    "--set", "train.device=cpu", "--out", str(root / folder / data.name / f"vbpr-{setting}"),
+                    *extra])
     reports = str(root / "reports")
     evaluate.main(["--runs", str(root / "runs"), "--out", reports, "--bootstrap", "50"])
     ablate.main(["--runs", str(root / "runs"), "--ablations", str(root / "ablations"), "--out", reports])
@@ -49,7 +49,7 @@ def layout(tmp_path_factory, tiny_synthetic):
 def hand_computed(root, setting, metric):
     """(mean, sample std) of a setting's test metric, read straight from its metrics.json files."""
     folder = "ablations" if setting in ABLATIONS else "runs"
-    files = [root / folder / "tiny" / f"vbpr-{setting}-seed{s}" / "metrics.json" for s in SEEDS]
+    files = [root / folder / "tiny" / f"vbpr-{setting}" / f"seed{s}" / "metrics.json" for s in SEEDS]
     values = [json.loads(path.read_text())["test"][metric] for path in files]
     return statistics.mean(values), statistics.stdev(values)
 
@@ -85,10 +85,10 @@ def test_table2_markdown_rows_in_order_with_numbers(layout):
 
 def test_missing_metrics_is_an_error_naming_the_folder(layout, tmp_path):
     shutil.copytree(layout / "ablations", tmp_path / "ablations")
-    unfinished = tmp_path / "ablations" / "tiny" / "vbpr-no_unique-seed1"
-    unfinished.mkdir()
-    (unfinished / "last.pt").write_bytes(b"")
-    with pytest.raises(SystemExit, match="vbpr-no_unique-seed1: no metrics.json"):
+    unfinished = tmp_path / "ablations" / "tiny" / "vbpr-no_unique" / "seed1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "train.log").write_text("")
+    with pytest.raises(SystemExit, match="vbpr-no_unique/seed1: no metrics.json"):
         ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
                      "--out", str(tmp_path / "reports")])
     assert not (tmp_path / "reports" / "table2.md").exists()
@@ -96,10 +96,10 @@ def test_missing_metrics_is_an_error_naming_the_folder(layout, tmp_path):
 
 def test_a_run_whose_alphas_contradict_its_name_is_refused(layout, tmp_path):
     shutil.copytree(layout / "ablations", tmp_path / "ablations")
-    path = tmp_path / "ablations" / "tiny" / "vbpr-no_kl-seed2" / "metrics.json"
+    path = tmp_path / "ablations" / "tiny" / "vbpr-no_kl" / "seed2" / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["alphas"]["alpha1"] = 0.005
     path.write_text(json.dumps(metrics))
-    with pytest.raises(SystemExit, match=r"vbpr-no_kl-seed2: named 'no_kl'"):
+    with pytest.raises(SystemExit, match=r"vbpr-no_kl/seed2: named 'no_kl'"):
         ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
                      "--out", str(tmp_path / "reports")])

@@ -264,7 +264,7 @@ def test_airflow_dags_test_runs_the_pipeline(deployment):
     assert set(by_task) == set(TASKS) and all(s <= {"success", "skipped"} for s in by_task.values()), by_task
     params = yaml.safe_load((work / "params.yaml").read_text())
     assert params["pipeline"]["backbones"] == ["vbpr"] and params["train"]["device"] == "cpu"
-    assert json.loads((work / "runs/synthetic/vbpr-mrdib-seed1/metrics.json").read_text())["test"]
+    assert json.loads((work / "runs/synthetic/vbpr-mrdib/seed1/metrics.json").read_text())["test"]
     assert (work / "reports/table1.md").exists()
 
 

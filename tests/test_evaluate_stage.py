@@ -9,7 +9,7 @@ from tasks.train import save_per_user
 
 
 def write_run(root, name, seed, per_user_ndcg, seconds):
-    folder = root / "toy" / f"{name}-seed{seed}"
+    folder = root / "toy" / name / f"seed{seed}"
     folder.mkdir(parents=True)
     users = np.arange(len(per_user_ndcg))
     metrics = {m: float(per_user_ndcg.mean()) for m in

@@ -55,7 +55,7 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     work, env = workspace
     first = dvc(work, env, "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    metrics = json.loads((work / "runs/synthetic/vbpr-mrdib-seed2/metrics.json").read_text())
+    metrics = json.loads((work / "runs/synthetic/vbpr-mrdib/seed2/metrics.json").read_text())
     assert len(metrics["test"]) == 16 and metrics["standin_features"] == []
     table = json.loads((work / "reports/table1.json").read_text())
     assert table["synthetic"]["vbpr"]["recall_at_5"]["seeds"] == 2

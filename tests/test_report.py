@@ -62,7 +62,7 @@ def test_plots_are_valid_images_linked_relatively(reported):
 
 def test_learning_curves_csv_has_one_row_per_run_and_epoch(reported):
     frame = pd.read_csv(reported / "reports" / "plots" / "learning_curves.csv")
-    histories = {(v, s): json.loads((reported / "runs" / "tiny" / f"vbpr-{v}-seed{s}" / "history.json").read_text())
+    histories = {(v, s): json.loads((reported / "runs" / "tiny" / f"vbpr-{v}" / f"seed{s}" / "history.json").read_text())
                  for v in ("base", "mrdib") for s in SEEDS}
     assert len(frame) == sum(len(h) for h in histories.values()) == 8
     assert not frame.duplicated(["dataset", "backbone", "variant", "seed", "epoch"]).any()

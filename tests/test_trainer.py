@@ -1,6 +1,7 @@
 """The trainer and the one training command: sampling, determinism, resume, errors, metrics.json."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,28 @@ def test_cli_writes_metrics_json(tiny_synthetic, tmp_path):
     assert len(per_user["users"]) == len(np.unique(per_user["users"]))
 
 
+def test_several_seeds_in_one_process_equal_separate_runs(tiny_synthetic, tmp_path):
+    common = ["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", "mrdib", "--epochs", "2",
+              "--params", str(PARAMS), "--set", "train.progress=false"]
+    out, checkpoints = tmp_path / "stage", tmp_path / "checkpoints"
+    train_main(common + ["--seeds", "4", "5", "--out", str(out), "--checkpoints", str(checkpoints)])
+    train_main(common + ["--seed", "5", "--out", str(tmp_path / "alone")])
+    together = json.loads((out / "seed5" / "metrics.json").read_text())
+    alone = json.loads((tmp_path / "alone" / "metrics.json").read_text())
+    assert together["test"] == alone["test"] and together["seed"] == 5
+    assert json.loads((out / "seed4" / "metrics.json").read_text())["test"] != together["test"]
+    for seed in ("seed4", "seed5"):  # outputs in --out, the state of the run in --checkpoints
+        assert sorted(p.name for p in (out / seed).iterdir()) == [
+            "best.pt", "history.json", "metrics.json", "per_user_test.npz", "train.log"]
+        assert (checkpoints / seed / "last.pt").exists()
+    # DVC deletes a stage's outputs before running it again: the finished runs are re-evaluated
+    # from their checkpoints, not trained again
+    shutil.rmtree(out)
+    train_main(common + ["--seeds", "4", "5", "--out", str(out), "--checkpoints", str(checkpoints)])
+    assert json.loads((out / "seed5" / "metrics.json").read_text()) == together
+    assert "resumed from" in (out / "seed5" / "train.log").read_text()
+
+
 def test_bad_configuration_is_an_error(tiny_synthetic, tmp_path):
     with pytest.raises(ParamsError, match=r"unknown key 'train.lrr'.*'lr'"):
         load_params(PARAMS, ["train.lrr=0.1"])
@@ -141,8 +164,8 @@ def test_compare_trains_each_model_once_and_prints_a_table(tiny_synthetic, tmp_p
             "--params", str(PARAMS), "--set", "train.epochs=1", "--set", "train.progress=false"]
     compare_main(args)
     table = (tmp_path / "table.md").read_text()
-    assert "| pop-base-seed2024 |" in table and "| vbpr-mrdib-seed2024 |" in table
-    first = (tmp_path / "vbpr-mrdib-seed2024" / "metrics.json").stat().st_mtime_ns
+    assert "| pop-base/seed2024 |" in table and "| vbpr-mrdib/seed2024 |" in table
+    first = (tmp_path / "vbpr-mrdib" / "seed2024" / "metrics.json").stat().st_mtime_ns
     compare_main(args)  # finished models are read back, not trained again
-    assert (tmp_path / "vbpr-mrdib-seed2024" / "metrics.json").stat().st_mtime_ns == first
-    assert "vbpr-mrdib-seed2024" in capsys.readouterr().out
+    assert (tmp_path / "vbpr-mrdib" / "seed2024" / "metrics.json").stat().st_mtime_ns == first
+    assert "vbpr-mrdib/seed2024" in capsys.readouterr().out
