@@ -61,6 +61,14 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
+def node_contrast(side: torch.Tensor, content: torch.Tensor, users: torch.Tensor, pos: torch.Tensor,
+                  n_users: int, temperature: float) -> torch.Tensor:
+    """InfoNCE of the side vs content views [U+I, d] (users first) over the distinct users and
+    positive items of a batch: a node drawn twice would otherwise be its own negative."""
+    items, users = n_users + pos.unique(), users.unique()
+    return info_nce(side[items], content[items], temperature) + info_nce(side[users], content[users], temperature)
+
+
 class AttentionFuser(nn.Module):
     """Softmax attention over modality views: list of [n, d] -> common part [n, d]."""
 
@@ -140,8 +148,7 @@ class MGCN(Recommender):
         final, side, content = self.views()
         n_u, tau = self.ctx.n_users, self.config.temperature
         u, p, n = final[users], final[n_u + pos], final[n_u + neg]
-        items, batch_users = n_u + pos.unique(), users.unique()  # distinct: a duplicate is no negative of itself
-        contrast = info_nce(side[items], content[items], tau) + info_nce(side[batch_users], content[batch_users], tau)
+        contrast = node_contrast(side, content, users, pos, n_u, tau)
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
                  "reg": self.config.reg_weight * l2_penalty(u, p, n),
                  "cl": self.config.cl_weight * contrast}

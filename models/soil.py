@@ -48,7 +48,7 @@ from models.config import StrictConfig
 from models.graph import (bipartite, interaction_matrix, interest_item_graphs, knn_graph, second_order_interest,
                           symmetric_normalize, SparseGraph)
 from models.lightgcn import propagate
-from models.mgcn import AttentionFuser, gate, info_nce, item_graph_view
+from models.mgcn import AttentionFuser, gate, info_nce, item_graph_view, node_contrast
 from models.mrdib import bpr_loss
 
 
@@ -131,8 +131,7 @@ class SOIL(Recommender):
         final, side, content = self.views()
         n_u, tau, cfg = self.ctx.n_users, self.config.temperature, self.config
         u, p, n = final[users], final[n_u + pos], final[n_u + neg]
-        items, batch_users = n_u + pos.unique(), users.unique()  # distinct: a duplicate is no negative of itself
-        item_level = info_nce(side[items], content[items], tau) + info_nce(side[batch_users], content[batch_users], tau)
+        item_level = node_contrast(side, content, users, pos, n_u, tau)
         user_level = info_nce(u, content[n_u + pos], tau) + info_nce(u, side[n_u + pos], tau)
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)),
                  "cl": cfg.cl_weight * item_level,

@@ -14,20 +14,15 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Iterable
 
 from models.mrdib import ABLATIONS
-from tasks.evaluate import Run, mean_std, run_folders
+from tasks.evaluate import Run, RunError, load_runs, mean_std
 from tasks.train import write_json
 
 TABLE2_METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "ndcg")]
 # What each setting removes, in the paper's words; the alphas it zeroes come from ABLATIONS.
 REMOVED = {"no_kl": "w/o KL", "no_redundancy": "w/o L_R", "no_unique": "w/o L_U",
            "no_redundancy_unique": "w/o L_R, L_U"}
-
-
-class RunError(ValueError):
-    """A run folder is incomplete or contradicts its name."""
 
 
 def setting_label(setting: str) -> str:
@@ -38,36 +33,6 @@ def setting_label(setting: str) -> str:
         return "base (no MRdIB)"
     zeroed = "=".join(f"α{name[-1]}" for name in ABLATIONS[setting])
     return f"{REMOVED.get(setting, setting)} ({zeroed}=0)"
-
-
-def load_runs(root: Path, settings: Iterable[str]) -> list[Run]:
-    """Every ROOT/<dataset>/<backbone>-<setting>/seed<N>/ whose setting is in `settings`.
-
-    A matching folder without a readable metrics.json is an error naming the folder: a table
-    silently missing a seed would report a different mean than the one it claims.
-    """
-    settings, runs = set(settings), []
-    for folder, dataset, backbone, setting, seed in run_folders(root):
-        if setting not in settings:
-            continue
-        path = folder / "metrics.json"
-        if not path.is_file():
-            raise RunError(f"{folder}: no metrics.json (the run did not finish; train it again)")
-        try:
-            metrics = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise RunError(f"{path}: not valid JSON ({err})") from None
-        runs.append(Run(dataset, backbone, setting, seed, metrics, folder))
-        check_alphas(runs[-1])
-    return runs
-
-
-def check_alphas(run: Run) -> None:
-    """An ablation run must have trained with the weights its name says are zero."""
-    alphas = run.metrics.get("alphas") or {}
-    wrong = [name for name in ABLATIONS.get(run.variant, ()) if alphas.get(name, 0.0) != 0.0]
-    if wrong:
-        raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records {alphas} ({wrong} not 0)")
 
 
 def settings_in_order() -> list[str]:

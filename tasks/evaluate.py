@@ -15,14 +15,20 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from tasks.train import write_json
+from models.mrdib import ABLATIONS
+from tasks.train import VARIANTS, write_json
 
 RUN_GROUP = re.compile(r"^(?P<backbone>[a-z0-9_]+)-(?P<setting>[a-z0-9_]+)$")  # <backbone>-<variant or ablation>
 SEED_FOLDER = re.compile(r"^seed(?P<seed>\d+)$")
 TABLE_METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "precision", "map", "ndcg")]
+
+
+class RunError(ValueError):
+    """A run folder is incomplete or contradicts its name."""
 
 
 @dataclass
@@ -47,11 +53,34 @@ def run_folders(root: Path):
             yield folder, folder.parent.parent.name, group["backbone"], group["setting"], int(seed["seed"])
 
 
-def find_runs(root: Path) -> list[Run]:
-    """The finished base and mrdib runs under ROOT (those with a metrics.json)."""
-    return [Run(dataset, backbone, setting, seed, json.loads((folder / "metrics.json").read_text()), folder)
-            for folder, dataset, backbone, setting, seed in run_folders(root)
-            if setting in ("base", "mrdib") and (folder / "metrics.json").is_file()]
+def load_runs(root: Path, settings: Iterable[str]) -> list[Run]:
+    """Every ROOT/<dataset>/<backbone>-<setting>/seed<N>/ whose setting is in `settings`.
+
+    A matching folder without a readable metrics.json is an error naming the folder: a table
+    silently missing a seed would report a different mean than the one it claims.
+    """
+    settings, runs = set(settings), []
+    for folder, dataset, backbone, setting, seed in run_folders(root):
+        if setting not in settings:
+            continue
+        path = folder / "metrics.json"
+        if not path.is_file():
+            raise RunError(f"{folder}: no metrics.json (the run did not finish; train it again)")
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise RunError(f"{path}: not valid JSON ({err})") from None
+        runs.append(Run(dataset, backbone, setting, seed, metrics, folder))
+        check_alphas(runs[-1])
+    return runs
+
+
+def check_alphas(run: Run) -> None:
+    """An ablation run must have trained with the weights its name says are zero."""
+    alphas = run.metrics.get("alphas") or {}
+    wrong = [name for name in ABLATIONS.get(run.variant, ()) if alphas.get(name, 0.0) != 0.0]
+    if wrong:
+        raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records {alphas} ({wrong} not 0)")
 
 
 def paired_bootstrap(base: list[Run], mrdib: list[Run], metric: str, n_boot: int, seed: int) -> tuple[float, float]:
@@ -133,7 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    runs = find_runs(args.runs)
+    try:
+        runs = load_runs(args.runs, VARIANTS)
+    except RunError as err:
+        raise SystemExit(str(err)) from None
     if not runs:
         raise SystemExit(f"{args.runs}: no runs found (expected <dataset>/<backbone>-<variant>/seed<N>/metrics.json)")
     rows = table1_rows(runs, args.bootstrap, args.seed)

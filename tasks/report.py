@@ -30,9 +30,9 @@ import torch  # noqa: E402
 from models.data import load_dataset  # noqa: E402
 from models.mrdib import ABLATIONS  # noqa: E402
 from models.trainer import pick_device  # noqa: E402
-from tasks.ablate import RunError, load_runs, write_text  # noqa: E402
+from tasks.ablate import write_text  # noqa: E402
 from tasks.config import Params, load_params  # noqa: E402
-from tasks.evaluate import Run  # noqa: E402
+from tasks.evaluate import Run, RunError, load_runs  # noqa: E402
 from tasks.train import VARIANTS, build_model  # noqa: E402
 
 COLORS = {"base": "tab:gray", "mrdib": "tab:blue"}

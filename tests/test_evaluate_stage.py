@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks.evaluate import find_runs, format_table3, main, paired_bootstrap, table1_rows
+from tasks.evaluate import format_table3, load_runs, main, paired_bootstrap, table1_rows
 from tasks.train import save_per_user
 
 
@@ -30,7 +30,7 @@ def runs(tmp_path):
 
 
 def test_table1_means_improvement_and_interval(runs):
-    found = find_runs(runs)
+    found = load_runs(runs, ("base", "mrdib"))
     assert sorted((r.variant, r.seed) for r in found) == [("base", 1), ("base", 2), ("mrdib", 1), ("mrdib", 2)]
     row = next(r for r in table1_rows(found, n_boot=300, seed=0) if r["metric"] == "ndcg@5")
     base_means = [r.metrics["test"]["ndcg@5"] for r in found if r.variant == "base"]
@@ -45,7 +45,7 @@ def test_no_difference_gives_an_interval_around_zero(tmp_path):
     values = rng.uniform(0, 1, 300)
     write_run(tmp_path, "bprx-base", 1, values, 1.0)
     write_run(tmp_path, "bprx-mrdib", 1, values + rng.normal(0, 0.05, 300), 1.0)
-    runs = find_runs(tmp_path)
+    runs = load_runs(tmp_path, ("base", "mrdib"))
     low, high = paired_bootstrap([r for r in runs if r.variant == "base"], [r for r in runs if r.variant == "mrdib"],
                                  "ndcg@5", 500, 0)
     assert low < 0 < high
@@ -54,4 +54,4 @@ def test_no_difference_gives_an_interval_around_zero(tmp_path):
 def test_tables_written(runs, tmp_path):
     main(["--runs", str(runs), "--out", str(tmp_path / "reports"), "--bootstrap", "100"])
     assert "| toy | vbpr | ndcg@20 |" in (tmp_path / "reports" / "table1.md").read_text()
-    assert "+10.0%" in format_table3(find_runs(runs))
+    assert "+10.0%" in format_table3(load_runs(runs, ("base", "mrdib")))
