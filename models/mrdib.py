@@ -10,8 +10,9 @@ the returned z_m wherever it used h_m. After the backbone's own loss (which is L
 backbones whose score uses z), `MRdIB.loss_terms` adds, by name:
 
     kl          = alpha1 * sum_m KL(q(z_m|x_m) || N(0, I))        (Multimodal IB)
-    mine        = alpha2 * I_hat(z_v; z_t), critic frozen        (redundancy, encoders minimise)
-    mine_critic = -I_hat(z_v.detach(); z_t.detach())             (critic maximises the bound)
+    mine        = alpha2 * I_hat(z_v; z_t)   (redundancy: the encoders minimise it)
+    mine_critic = -I_hat(z_v; z_t)           (the critic maximises the bound; one critic pass
+                                              serves both, see MRdIB._redundancy_terms)
     unique      = alpha3 * sum_m BPR(<e_u, g_m(z_m[i+])>, <e_u, g_m(z_m[i-])>)
     fused       = BPR(<e_u, f(z_v, z_t)[i+]>, <e_u, f(z_v, z_t)[i-]>), only for backbones whose
                   score does not use z (the explicit L_S head of the spec)
@@ -27,7 +28,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from models.config import StrictConfig
 
@@ -74,14 +74,17 @@ def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 class GaussianEncoder(nn.Module):
-    """h [n, d_in] -> (mu, sigma) [n, d]; z = mu + sigma * eps in training, z = mu in evaluation."""
+    """h [n, d_in] -> (mu, sigma) [n, d]; z = mu + sigma * eps in training, z = mu in evaluation.
+
+    mu and the pre-activation of sigma come from one Linear d_in -> 2d (one product, not two)."""
 
     def __init__(self, d_in: int, d_out: int, sigma_shift: float):
         super().__init__()
-        self.mu, self.log_scale, self.shift = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out), sigma_shift
+        self.linear, self.shift = nn.Linear(d_in, 2 * d_out), sigma_shift
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(h), F.softplus(self.log_scale(h) - self.shift) + 1e-6
+        mu, scale = self.linear(h).chunk(2, dim=-1)
+        return mu, F.softplus(scale - self.shift) + 1e-6
 
 
 class MineCritic(nn.Module):
@@ -96,13 +99,35 @@ class MineCritic(nn.Module):
         return self.net(torch.cat([z_v, z_t], dim=-1)).squeeze(-1).clamp(-self.clamp, self.clamp)
 
 
-def mine_estimate(critic: nn.Module, z_v: torch.Tensor, z_t: torch.Tensor, perm: torch.Tensor,
-                  params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def mine_estimate(critic: nn.Module, z_v: torch.Tensor, z_t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Donsker-Varadhan bound: mean T(joint) - log mean exp T(marginal); marginal = z_t shuffled."""
-    call = (lambda a, b: functional_call(critic, params, (a, b))) if params is not None else critic
-    joint = call(z_v, z_t).mean()
-    marginal = torch.logsumexp(call(z_v, z_t[perm]), dim=0) - math.log(len(perm))
+    joint = critic(z_v, z_t).mean()
+    marginal = torch.logsumexp(critic(z_v, z_t[perm]), dim=0) - math.log(len(perm))
     return joint - marginal
+
+
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by `scale` (Ganin & Lempitsky's
+    gradient reversal, ICML 2015, with a weight)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+def head_bpr(weight: torch.Tensor, user: torch.Tensor, z: torch.Tensor, pos_rows: torch.Tensor,
+             neg_rows: torch.Tensor) -> torch.Tensor:
+    """BPR of <e_u, W z_i+> against <e_u, W z_i->, computed as <W^T e_u, z_i>: one product per batch.
+
+    weight: [user_dim, d] (a bias-free Linear d -> user_dim); user: [b, user_dim]; z: [n, d];
+    pos_rows / neg_rows: [b] rows of z."""
+    u = user @ weight                                                                # [b, d]
+    return bpr_loss((u * z[pos_rows]).sum(-1), (u * z[neg_rows]).sum(-1))
 
 
 class MRdIB(nn.Module):
@@ -135,6 +160,8 @@ class MRdIB(nn.Module):
         z, mu, sigma, encoded_items = self._latents[modality]
         if encoded_items is None:
             rows = items
+        elif encoded_items is items or torch.equal(encoded_items, items):
+            return z, mu, sigma  # the backbone encoded exactly these items (VBPR, FREEDOM): no gather
         else:
             position = torch.full((int(encoded_items.max()) + 1,), -1, dtype=torch.long, device=items.device)
             position[encoded_items] = torch.arange(len(encoded_items), device=items.device)
@@ -142,41 +169,41 @@ class MRdIB(nn.Module):
         return z[rows], mu[rows], sigma[rows]
 
     def loss_terms(self, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named, already weighted MRdIB terms. user: [b, user_dim] e_u for L_U; pos/neg: [b] items."""
+        """Named, already weighted MRdIB terms. user: [b, user_dim] e_u for L_U; pos/neg: [b] items.
+
+        Every term works on the batch's distinct items once (KL, MINE) or on rows of them (the BPR heads)."""
         cfg = self.config
         if not cfg.active:
             return {}
         missing = [m for m in self.encoders if m not in self._latents]
         if missing:
             raise RuntimeError(f"MRdIB: the backbone did not encode modalities {missing} in this batch")
-        items = torch.unique(torch.cat([pos, neg]))
+        items, inverse = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        pos_rows, neg_rows = inverse[: len(pos)], inverse[len(pos):]
+        latents = {m: self.latent(m, items) for m in self.encoders}                  # (z, mu, sigma) [n, d]
         terms: dict[str, torch.Tensor] = {}
         if cfg.alpha1 > 0:
-            kl = sum(gaussian_kl(*self.latent(m, items)[1:]).mean() for m in self.encoders)
-            terms["kl"] = cfg.alpha1 * kl
+            terms["kl"] = cfg.alpha1 * sum(gaussian_kl(mu, sigma).mean() for _, mu, sigma in latents.values())
         if cfg.alpha2 > 0 and self.critic is not None:
-            terms.update(self._redundancy_terms(items))
+            terms.update(self._redundancy_terms(latents["image"][0], latents["text"][0]))
         if cfg.alpha3 > 0:
-            unique = 0.0
-            for m, head in self.unique_heads.items():
-                z_pos, z_neg = self.latent(m, pos)[0], self.latent(m, neg)[0]
-                unique = unique + bpr_loss((user * head(z_pos)).sum(-1), (user * head(z_neg)).sum(-1))
-            terms["unique"] = cfg.alpha3 * unique
+            terms["unique"] = cfg.alpha3 * sum(head_bpr(head.weight, user, latents[m][0], pos_rows, neg_rows)
+                                               for m, head in self.unique_heads.items())
         if self.fused_head is not None:
-            fused = [self.fused_head(torch.cat([self.latent(m, side)[0] for m in self.encoders], -1))
-                     for side in (pos, neg)]
-            terms["fused"] = bpr_loss((user * fused[0]).sum(-1), (user * fused[1]).sum(-1))
+            fused = torch.cat([latents[m][0] for m in self.encoders], dim=-1)
+            terms["fused"] = head_bpr(self.fused_head.weight, user, fused, pos_rows, neg_rows)
         self._latents.clear()
         return terms
 
-    def _redundancy_terms(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Min-max by split gradients: encoders see I_hat with T frozen, T sees -I_hat on detached z."""
-        z_v, z_t = self.latent("image", items)[0], self.latent("text", items)[0]
-        perm = torch.randperm(len(items), device=items.device)
-        frozen = {name: p.detach() for name, p in self.critic.named_parameters()}
-        encoder_side = mine_estimate(self.critic, z_v, z_t, perm, params=frozen)
-        critic_side = mine_estimate(self.critic, z_v.detach(), z_t.detach(), perm)
-        return {"mine": self.config.alpha2 * encoder_side, "mine_critic": -critic_side}
+    def _redundancy_terms(self, z_v: torch.Tensor, z_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The min-max in one critic pass. The critic ascends I_hat (term mine_critic = -I_hat); the
+        encoders descend alpha2 * I_hat: z reaches the critic through ScaleGrad(-alpha2), which turns
+        the gradient of -I_hat into that of alpha2 * I_hat for them. `mine` carries the value of
+        alpha2 * I_hat for the logs only (no gradient), so the summed loss keeps its value."""
+        perm = torch.randperm(len(z_v), device=z_v.device)
+        scale = -self.config.alpha2
+        estimate = mine_estimate(self.critic, ScaleGrad.apply(z_v, scale), ScaleGrad.apply(z_t, scale), perm)
+        return {"mine": self.config.alpha2 * estimate.detach(), "mine_critic": -estimate}
 
 
 class _seeded_init:

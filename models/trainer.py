@@ -6,6 +6,7 @@ test evaluated once, at the end, on the best-validation checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -98,12 +99,18 @@ class Trainer:
                  on_epoch: Callable[[int, dict], None] | None = None):
         """fingerprint: identifies the configuration; a checkpoint of another one is not resumed."""
         self.model, self.train, self.evaluator, self.settings = model, train, evaluator, settings
-        self.dir, self.fingerprint, self.on_epoch = Path(checkpoint_dir), fingerprint, on_epoch
+        self.dir, self.on_epoch = Path(checkpoint_dir), on_epoch
+        # The model's parameter layout is part of the identity: a checkpoint written by older code
+        # with other parameters starts afresh instead of failing to load.
+        layout = ";".join(f"{name}:{tuple(t.shape)}" for name, t in model.state_dict().items())
+        self.fingerprint = f"{fingerprint}|{hashlib.sha256(layout.encode()).hexdigest()[:16]}"
         self.device = model.ctx.device
         self.rng = np.random.default_rng([seed, 17])
         self.sampler = NegativeSampler(train, model.ctx.n_items, self.rng)
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay) \
+        # fused: one kernel over every tensor per step. The default for-loop Adam on CPU runs
+        # ~8 passes per tensor and was 44% of a FREEDOM step (its fine-tuned 7050 x 4096 table).
+        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True) \
             if params and model.trainable else None
         self.state = TrainState()
 
