@@ -1,19 +1,27 @@
 """Speed benchmark (a script, not a test): evaluation and training on real Baby interactions.
 
-    .venv/bin/python -m benchmarks.speed [--data-dir ../shared/data/amazon/baby] [--epochs 2]
+    .venv/bin/python -m benchmarks.speed [--data-dir ../shared/data/amazon/baby] [--rounds 3] [--backbones B ...]
 
 Prints
 - seconds for one full evaluation (valid + test, every item ranked for every user) of a
   random 64-d model, against the bare matrix-product floor measured in the same run
   (19,445 x 7,050 x 64 ~ 8.8 GFLOP), and the peak RSS growth against one user batch;
-- seconds per training epoch of every trainable backbone, base and MRdIB, with stand-in
-  features (the real ones are not on these machines), with MRdIB's overhead in %.
+- seconds per training epoch of every trainable backbone, base and MRdIB trained side by side
+  step for step, with stand-in features (the real ones are not on these machines), MRdIB's
+  overhead in %, seconds per full evaluation and peak RSS;
+- with --graphs-data-dir ../shared/data/amazon/clothing: peak RSS of each graph backbone's
+  graph construction on Clothing (one process each).
 The reference toolbox figures on these 2 cores (from the issue): 1 s/epoch BPR-MF,
-3.3 s LightGCN, 6.9 s VBPR, 4.3 s per full evaluation.
+3.3 s LightGCN, 6.9 s VBPR, 33 s FREEDOM, 4.3 s per full evaluation.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +34,7 @@ from models.trainer import Trainer, TrainSettings, seed_everything
 from tasks.config import load_params
 from tasks.train import build_model
 
-REFERENCE_SECONDS = {"bprmf": 1.0, "lightgcn": 3.3, "vbpr": 6.9, "evaluation": 4.3}
+REFERENCE_SECONDS = {"bprmf": 1.0, "lightgcn": 3.3, "vbpr": 6.9, "freedom": 33.0, "evaluation": 4.3}
 
 
 def peak_rss_mb() -> float:
@@ -73,51 +81,118 @@ def bench_evaluation(data, batch_size: int) -> None:
           f"score matrix would be {dense_mb:.0f} MB)")
 
 
-def bench_training(data, epochs: int, names: list[str]) -> None:
+def interleaved_epoch(trainers: dict[str, Trainer], epoch: int) -> dict[str, float]:
+    """One epoch of every trainer, alternating single steps (base batch 1, mrdib batch 1, base
+    batch 2, ...), so that both see the same machine load at the scale of a step; returns seconds
+    per trainer, the per-epoch graph work (FREEDOM's pruning) included."""
+    seconds = dict.fromkeys(trainers, 0.0)
+    for variant, trainer in trainers.items():
+        started = time.perf_counter()
+        trainer.model.train()
+        trainer.model.on_epoch_start(epoch)
+        seconds[variant] += time.perf_counter() - started
+    for index, steps in enumerate(zip(*(t.epoch_batches() for t in trainers.values()))):
+        for (variant, trainer), (users, pos, neg) in zip(trainers.items(), steps):
+            started = time.perf_counter()
+            trainer.train_step(users, pos, neg, epoch, index)
+            seconds[variant] += time.perf_counter() - started
+    return seconds
+
+
+def timed_evaluation(trainer: Trainer) -> float:
+    """Seconds of one full evaluation (valid + test, every item ranked for every user)."""
+    started = time.perf_counter()
+    trainer.model.eval()
+    trainer.model.prepare_eval()
+    trainer.evaluator.evaluate(trainer.model.full_scores, ("valid", "test"))
+    return time.perf_counter() - started
+
+
+def bench_training(data, rounds: int, names: list[str]) -> None:
+    """Base and MRdIB of a backbone train side by side, step for step (see interleaved_epoch); the
+    overhead is the median over epochs of the ratio of their epoch times."""
     params = load_params("params.yaml", ["train.progress=false"])
-    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid})
-    settings = TrainSettings(epochs=epochs, batch_size=params.train.batch_size, lr=params.train.lr,
+    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test})
+    settings = TrainSettings(epochs=rounds + 1, batch_size=params.train.batch_size, lr=params.train.lr,
                              patience=10**6, valid_metric="recall@20", progress=False)
-    print(f"\nseconds per training epoch (mean of epochs 2..{epochs}, epoch 1 is warm-up):")
-    print("| backbone | base s/epoch | mrdib s/epoch | mrdib overhead | base vs reference |")
-    print("|---|---|---|---|---|")
+    print(f"\nseconds per training epoch (median of {rounds} epochs after a warm-up epoch; base and MRdIB "
+          "steps alternate), full evaluation, peak RSS of the pair:")
+    print("| backbone | base s/epoch | mrdib s/epoch | mrdib overhead (median, range) | base eval s | "
+          "mrdib eval s | base vs reference | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         cls = BACKBONES[name]
         if not cls.trainable:
             continue
-        seconds = {}
-        for variant in ("base", "mrdib") if cls.modalities else ("base",):
+        reset_peak_rss()
+        variants = ("base", "mrdib") if cls.modalities else ("base",)
+        trainers = {}
+        for variant in variants:
             seed_everything(params.seed)
-            started = time.perf_counter()
             model = build_model(params, data, name, variant, torch.device("cpu"))
-            build = time.perf_counter() - started
-            trainer = Trainer(model, data.train, evaluator, settings, Path("/tmp/bench-ckpt"), params.seed)
-            model.train()
-            times = []
-            for epoch in range(1, epochs + 1):
-                times.append(best_of(1, lambda: trainer.train_epoch(epoch)))
-            seconds[variant] = sum(times[1:]) / max(len(times) - 1, 1)
-        base, mrdib = seconds["base"], seconds.get("mrdib")
-        print(f"  ({name}: model and graphs built in {build:.1f} s, peak RSS so far {peak_rss_mb():.0f} MB)")
-        overhead = f"{100 * (mrdib / base - 1):+.1f}%" if mrdib else "n/a"
-        reference = f"{base / REFERENCE_SECONDS[name]:.2f}x of {REFERENCE_SECONDS[name]} s" \
-            if name in REFERENCE_SECONDS else "n/a"
-        print(f"| {name} | {base:.3f} | {f'{mrdib:.3f}' if mrdib else 'n/a'} | {overhead} | {reference} |")
+            trainers[variant] = Trainer(model, data.train, evaluator, settings, Path("/tmp/bench-ckpt"), params.seed)
+        seconds: dict[str, list[float]] = {v: [] for v in variants}
+        for epoch in range(1, rounds + 2):
+            took = interleaved_epoch(trainers, epoch)
+            if epoch > 1:  # epoch 1 warms up allocator and caches
+                for variant in variants:
+                    seconds[variant].append(took[variant])
+            print(f"  {name} epoch {epoch}{' (warm-up)' if epoch == 1 else ''}: "
+                  + ", ".join(f"{v} {took[v]:.2f} s" for v in variants), flush=True)
+        evaluation = {v: timed_evaluation(t) for v, t in trainers.items()}
+        base = statistics.median(seconds["base"])
+        row = [name, f"{base:.2f}"]
+        if "mrdib" in trainers:
+            ratios = [m / b - 1 for b, m in zip(seconds["base"], seconds["mrdib"])]
+            row += [f"{statistics.median(seconds['mrdib']):.2f}",
+                    f"{100 * statistics.median(ratios):+.1f}% ({100 * min(ratios):+.1f}..{100 * max(ratios):+.1f})",
+                    f"{evaluation['base']:.2f}", f"{evaluation['mrdib']:.2f}"]
+        else:
+            row += ["n/a", "n/a", f"{evaluation['base']:.2f}", "n/a"]
+        row += [f"{base / REFERENCE_SECONDS[name]:.2f}x of {REFERENCE_SECONDS[name]} s" if name in REFERENCE_SECONDS
+                else "n/a", f"{peak_rss_mb():.0f}"]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+def bench_graphs(data_dir: Path, names: list[str]) -> None:
+    """Peak RSS of building each graph backbone's fixed graphs, one fresh process per backbone
+    (`python -m tasks.graphs`, stand-in features), so each peak is that backbone's alone."""
+    print(f"\ngraph construction on {data_dir} (stand-in features), one process per backbone:")
+    print("| backbone | graphs (nnz) | seconds | peak RSS MB |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            if not BACKBONES[name].graph_names:
+                continue
+            done = subprocess.run([sys.executable, "-m", "tasks.graphs", "--dataset", data_dir.name, "--backbone",
+                                   name, "--data-dir", str(data_dir), "--out", f"{tmp}/{name}.npz",
+                                   "--set", "data.standin_features=true"], capture_output=True, text=True, check=True)
+            summary = json.loads(done.stdout.strip().splitlines()[-1])
+            graphs = ", ".join(f"{g} {v['nnz']:,}" for g, v in summary["graphs"].items())
+            print(f"| {name} | {graphs} | {summary['seconds']:.0f} | {summary['peak_rss_mb']:.0f} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/amazon/baby"))
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per variant (after one warm-up)")
     parser.add_argument("--eval-batch-size", type=int, default=4096)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), help="default: all")
+    parser.add_argument("--graphs-data-dir", type=Path, metavar="DIR",
+                        help="also build the graph backbones' graphs on this dataset (e.g. "
+                             "../shared/data/amazon/clothing) and print their peak RSS; --graphs-only skips the rest")
+    parser.add_argument("--graphs-only", action="store_true")
     args = parser.parse_args()
+    if args.graphs_data_dir:
+        bench_graphs(args.graphs_data_dir, args.backbones)
+    if args.graphs_only:
+        return
     data = load_dataset(args.data_dir, standin=True, seed=0)
     print(data.summary(), f"| torch threads: {torch.get_num_threads()}")
     bench_evaluation(data, args.eval_batch_size)
     if not args.skip_training:
-        bench_training(data, args.epochs, args.backbones)
+        bench_training(data, args.rounds, args.backbones)
 
 
 if __name__ == "__main__":

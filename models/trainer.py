@@ -171,9 +171,9 @@ class Trainer:
 
     def run_epoch(self) -> None:
         epoch = self.state.epoch + 1
+        started = time.perf_counter()  # the epoch's own graph work (FREEDOM's pruning) counts too
         self.model.train()
         self.model.on_epoch_start(epoch)
-        started = time.perf_counter()
         terms = self.train_epoch(epoch)
         seconds = time.perf_counter() - started
         self.model.eval()
@@ -198,25 +198,34 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the shuffled train pairs; returns mean loss terms."""
+        sums: dict[str, float] = {}
+        batches = self.epoch_batches()
+        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not self.settings.progress,
+                   mininterval=1.0, dynamic_ncols=True)
+        for index, (u, p, n) in enumerate(bar):
+            terms = self.train_step(u, p, n, epoch, index)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.set_postfix({k: f"{v / (index + 1):.4f}" for k, v in sums.items()}, refresh=False)
+        return {name: value / len(batches) for name, value in sums.items()}
+
+    def epoch_batches(self) -> list[torch.Tensor]:
+        """The epoch's (users, positives, negatives) batches: shuffled pairs, one fresh negative each."""
         order = self.rng.permutation(len(self.train))
         users, positives = self.train[order, 0], self.train[order, 1]
         negatives = self.sampler.sample(users)
         triples = torch.as_tensor(np.stack([users, positives, negatives]), device=self.device)  # [3, n]
-        sums: dict[str, float] = {}
-        batches = range(0, len(order), self.settings.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not self.settings.progress,
-                   mininterval=1.0, dynamic_ncols=True)
-        for start in bar:
-            u, p, n = triples[:, start:start + self.settings.batch_size]
-            terms = self.model.calculate_loss(u, p, n)
-            total = check_finite(terms, epoch, start // self.settings.batch_size)
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            self.optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            bar.set_postfix({k: f"{v / (bar.n + 1):.4f}" for k, v in sums.items()}, refresh=False)
-        return {name: value / len(batches) for name, value in sums.items()}
+        return list(triples.split(self.settings.batch_size, dim=1))
+
+    def train_step(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, epoch: int = 0,
+                   batch: int = 0) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch; returns its loss terms (epoch, batch: for error messages)."""
+        terms = self.model.calculate_loss(users, pos, neg)
+        total = check_finite(terms, epoch, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return terms
 
 
 def check_finite(terms: dict[str, torch.Tensor], epoch: int, batch: int) -> torch.Tensor:
