@@ -140,9 +140,74 @@ def seeded_embedding(n: int, dim: int, std: float | None = None) -> nn.Embedding
 
 
 def modality_inputs(ctx: ModelContext, modalities: tuple[str, ...], dim: int, trainable: bool):
-    """(raw feature tables, Linear d_m -> dim per modality); trainable=True fine-tunes copies of the
-    tables, as the FREEDOM / MGCN reference code does."""
-    raw = nn.ParameterDict({m: nn.Parameter(ctx.features[m].clone()) for m in modalities}) \
-        if trainable else ctx.features
+    """(FeatureTable per modality, Linear d_m -> dim per modality); trainable=True fine-tunes copies
+    of the tables, as the FREEDOM / MGCN reference code does."""
+    raw = nn.ModuleDict({m: FeatureTable(ctx.features[m], trainable) for m in modalities})
     projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], dim) for m in modalities})
     return raw, projections
+
+
+class FeatureTable(nn.Module):
+    """A raw feature table [n, d]: frozen (not in the state dict) or a fine-tuned copy (`weight`).
+
+    rows(items) reads a batch of rows. For a fine-tuned table autograd would hand the optimiser a
+    fresh dense [n, d] gradient each step, zero-filled, the batch's rows added, then freed: for
+    Baby's 7,050 x 4,096 image table, 115 MB allocated, page-faulted and filled per step. Here the
+    gradient lives in one buffer instead: the first read of a step zeroes the rows the previous
+    step wrote and the batch's rows are added. The optimiser sees the same dense gradient.
+    """
+
+    def __init__(self, values: torch.Tensor, trainable: bool):
+        super().__init__()
+        self.trainable = trainable
+        if trainable:
+            self.weight = nn.Parameter(values.clone())
+        else:
+            self.frozen = values  # a plain attribute: shared with the dataset, not saved
+        self._grad: torch.Tensor | None = None      # the persistent gradient buffer
+        self._written: torch.Tensor | None = None   # rows of it that may be non-zero (None: any)
+
+    def all(self) -> torch.Tensor:
+        """The whole table (autograd's own dense gradient: every row is read)."""
+        return self.weight if self.trainable else self.frozen
+
+    def rows(self, items: torch.Tensor) -> torch.Tensor:
+        """table[items] -> [len(items), d]."""
+        if not self.trainable:
+            return self.frozen[items]
+        return _RowsWithPersistentGrad.apply(self.weight, items, self)
+
+    def _accumulate(self, items: torch.Tensor, grad_rows: torch.Tensor) -> None:
+        """Add grad_rows at `items` to weight.grad, starting from zero in each new step."""
+        weight = self.weight
+        if weight.grad is None:                     # a new step: the optimiser cleared the gradient
+            if self._grad is None:
+                self._grad = torch.zeros_like(weight)
+            elif self._written is None:
+                self._grad.zero_()
+            else:
+                self._grad.index_fill_(0, self._written, 0.0)
+            weight.grad, self._written = self._grad, items
+        elif weight.grad is self._grad:             # a second read in the same step (or zeroed in place)
+            if self._written is not None:
+                self._written = torch.cat([self._written, items])
+                if len(self._written) > len(weight):  # cheaper to zero it all next time
+                    self._written = None
+        else:                                       # a gradient this table did not make: add to it
+            weight.grad.index_add_(0, items, grad_rows)
+            return
+        self._grad.index_add_(0, items, grad_rows)
+
+
+class _RowsWithPersistentGrad(torch.autograd.Function):
+    """table[items] whose backward writes the table's gradient through FeatureTable._accumulate."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, items: torch.Tensor, table: FeatureTable) -> torch.Tensor:
+        ctx.items, ctx.table = items, table
+        return weight[items]
+
+    @staticmethod
+    def backward(ctx, grad_rows: torch.Tensor):
+        ctx.table._accumulate(ctx.items, grad_rows)
+        return None, None, None

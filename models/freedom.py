@@ -106,7 +106,7 @@ class FREEDOM(Recommender):
         position[items] = torch.arange(len(items), device=items.device)
         auxiliary = 0.0
         for m in self.modalities:
-            z = self.encode(m, self.projections[m](self.raw[m][items]), items)        # [n_unique, d]
+            z = self.encode(m, self.projections[m](self.raw[m].rows(items)), items)        # [n_unique, d]
             auxiliary = auxiliary + bpr_loss((u * z[position[pos]]).sum(-1), (u * z[position[neg]]).sum(-1))
         terms = {"bpr": bpr_loss((u * item_reps[pos]).sum(-1), (u * item_reps[neg]).sum(-1)),
                  "modal": self.config.modality_weight * auxiliary}

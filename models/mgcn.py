@@ -126,7 +126,7 @@ class MGCN(Recommender):
 
     def modality_view(self, m: str) -> torch.Tensor:
         """Purified item IDs of modality m on its item graph, users by aggregation -> [U+I, d]."""
-        z = self.encode(m, self.projections[m](self.raw[m]))                         # [I, d]
+        z = self.encode(m, self.projections[m](self.raw[m].all()))                         # [I, d]
         return item_graph_view(self.item_emb.weight * self.purifiers[m](z), self.item_graphs[m],
                                self.user_item, self.config.n_ii_layers)
 

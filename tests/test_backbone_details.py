@@ -69,3 +69,24 @@ def test_node_level_infonce_counts_each_user_and_item_once(tiny_synthetic):
             once = model.calculate_loss(users, pos, neg)[term]
             twice = model.calculate_loss(users.repeat(2), pos.repeat(2), neg.repeat(2))[term]
         torch.testing.assert_close(once, twice)
+
+
+def test_feature_table_gradient_equals_autograds_dense_gradient_step_after_step():
+    """FeatureTable keeps one gradient buffer; each step the optimiser must see exactly the dense
+    gradient autograd would give - rows of the previous step zeroed, repeated rows summed."""
+    from models.base import FeatureTable
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(10, 3, generator=gen)
+    table, reference = FeatureTable(values, trainable=True), torch.nn.Parameter(values.clone())
+    weights = torch.randn(3, generator=gen)
+    steps = [[torch.tensor([1, 4, 4, 7])], [torch.tensor([0, 4])], [torch.tensor([2]), torch.tensor([2, 9])], []]
+    for reads in steps:
+        table.weight.grad, reference.grad = None, None          # zero_grad(set_to_none=True)
+        if not reads:
+            assert table.weight.grad is None
+            continue
+        sum((table.rows(i) * weights).pow(2).sum() for i in reads).backward()
+        sum((reference[i] * weights).pow(2).sum() for i in reads).backward()
+        torch.testing.assert_close(table.weight.grad, reference.grad)
+    frozen = FeatureTable(values, trainable=False)
+    assert torch.equal(frozen.rows(torch.tensor([3])), values[[3]]) and not list(frozen.parameters())
