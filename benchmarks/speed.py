@@ -8,7 +8,8 @@ Prints
   (19,445 x 7,050 x 64 ~ 8.8 GFLOP), and the peak RSS growth against one user batch;
 - seconds per training epoch of every trainable backbone, base and MRdIB trained side by side
   step for step, with stand-in features (the real ones are not on these machines), MRdIB's
-  overhead in %, seconds per full evaluation and peak RSS;
+  overhead in %, seconds per full evaluation and peak RSS; before that, the MRdIB objective's
+  own cost per step (no backbone), the floor of that overhead;
 - with --graphs-data-dir ../shared/data/amazon/clothing: peak RSS of each graph backbone's
   graph construction on Clothing (one process each).
 The reference toolbox figures on these 2 cores (from the issue): 1 s/epoch BPR-MF,
@@ -29,6 +30,7 @@ import torch
 
 from models.data import load_dataset
 from models.evaluation import Evaluator
+from models.mrdib import MRdIB, MRdIBConfig
 from models.registry import BACKBONES
 from models.trainer import Trainer, TrainSettings, seed_everything
 from tasks.config import load_params
@@ -154,6 +156,32 @@ def bench_training(data, rounds: int, names: list[str]) -> None:
         print("| " + " | ".join(row) + " |", flush=True)
 
 
+def bench_objective(steps: int = 12) -> None:
+    """MRdIB's own cost per training step, without any backbone: both encoders, the KL, the MINE
+    critic and the BPR heads, forward and backward, at Baby's sizes (batch 2048 of 7,050 items).
+    This is the floor of the per-step overhead: the backbone around it only adds to it."""
+    print("\nMRdIB objective alone, forward + backward per step (median), batch 2048:")
+    gen = torch.Generator().manual_seed(0)
+    shapes = (("every item encoded (MGCN, DualGNN, SOIL), d=64", 7050, 64, False),
+              ("the batch's items encoded (VBPR, FREEDOM), d=64", 7050, 64, True),
+              ("every item encoded (MMGCN), d=256", 7050, 256, False))
+    for label, n_items, dim, batch_items_only in shapes:
+        plugin = MRdIB({m: dim for m in ("image", "text")}, user_dim=64, config=MRdIBConfig(), seed=0)
+        plugin.train()
+        table = {m: torch.randn(n_items, dim, generator=gen, requires_grad=True) for m in ("image", "text")}
+        user = torch.randn(2048, 64, generator=gen, requires_grad=True)
+        times = []
+        for _ in range(steps):
+            pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
+            items = torch.unique(torch.cat([pos, neg])) if batch_items_only else None
+            started = time.perf_counter()
+            for m, h in table.items():
+                plugin.encode(m, h if items is None else h[items], items)
+            sum(plugin.loss_terms(user, pos, neg).values()).backward()
+            times.append(time.perf_counter() - started)
+        print(f"  {label}: {1000 * statistics.median(times[2:]):.1f} ms")
+
+
 def bench_graphs(data_dir: Path, names: list[str]) -> None:
     """Peak RSS of building each graph backbone's fixed graphs, one fresh process per backbone
     (`python -m tasks.graphs`, stand-in features), so each peak is that backbone's alone."""
@@ -192,6 +220,7 @@ def main() -> None:
     print(data.summary(), f"| torch threads: {torch.get_num_threads()}")
     bench_evaluation(data, args.eval_batch_size)
     if not args.skip_training:
+        bench_objective()
         bench_training(data, args.rounds, args.backbones)
 
 
