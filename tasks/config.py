@@ -22,6 +22,11 @@ from tasks.tracking import TrackingConfig
 from tasks.validate import ValidateConfig
 
 
+# backbones.<b>.train_on.<dataset>: overrides of `train:` for one backbone on one dataset, read by
+# Params.for_dataset (not part of the backbone's own config)
+TRAIN_ON = "train_on"
+
+
 class ParamsError(ValueError):
     """params.yaml or an override is invalid."""
 
@@ -143,11 +148,19 @@ class Params(StrictConfig):
                 raise ValueError(f"pipeline.{key}: unknown backbone(s) {names}; known: {sorted(BACKBONES)}")
         return self
 
-    def for_dataset(self, name: str) -> "Params":
-        """These params with the dataset's own `train:` overrides applied (global -> dataset)."""
-        if name not in self.datasets or not self.datasets[name].train:
+    def train_overrides(self, dataset: str, backbone: str | None = None) -> dict[str, Any]:
+        """The `train:` keys that `datasets.<dataset>.train` overrides, then those that
+        `backbones.<backbone>.train_on.<dataset>` overrides (these win)."""
+        on_dataset = self.datasets[dataset].train if dataset in self.datasets else {}
+        for_backbone = ((self.backbones.get(backbone) or {}).get(TRAIN_ON) or {}).get(dataset) or {}
+        return on_dataset | for_backbone
+
+    def for_dataset(self, dataset: str, backbone: str | None = None) -> "Params":
+        """These params with train_overrides(dataset, backbone) applied (global -> dataset -> backbone on it)."""
+        overrides = self.train_overrides(dataset, backbone)
+        if not overrides:
             return self
-        train = self.train.model_copy(update=self.datasets[name].train)
+        train = self.train.model_copy(update=overrides)
         return self.model_copy(update={"train": TrainConfig(**train.model_dump())})
 
     @model_validator(mode="after")
@@ -155,11 +168,23 @@ class Params(StrictConfig):
         for name, values in self.backbones.items():
             if name not in BACKBONES:
                 raise ValueError(f"backbones.{name}: unknown backbone; known: {sorted(BACKBONES)}")
-            BACKBONES[name].Config(**(values or {}))
+            values = dict(values or {})
+            for dataset, overrides in (values.pop(TRAIN_ON, None) or {}).items():
+                if dataset not in self.datasets:
+                    raise ValueError(f"backbones.{name}.{TRAIN_ON}.{dataset}: not defined under datasets: "
+                                     f"{sorted(self.datasets)}")
+                where = f"backbones.{name}.{TRAIN_ON}.{dataset}"
+                try:
+                    TrainConfig(**(overrides or {}))  # unknown keys and wrong types fail here, naming the key
+                except ValidationError as err:
+                    raise ValueError("; ".join(f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                               for e in err.errors())) from None
+            BACKBONES[name].Config(**values)
         return self
 
     def backbone_config(self, name: str) -> StrictConfig:
-        return BACKBONES[name].Config(**(self.backbones.get(name) or {}))
+        values = {k: v for k, v in (self.backbones.get(name) or {}).items() if k != TRAIN_ON}
+        return BACKBONES[name].Config(**values)
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -190,8 +215,13 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] = ()) -> 
     try:
         return Params(**raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ParamsError(f"{path}: {problems}") from None
+        raise ParamsError(f"{path}: {'; '.join(map(describe, err.errors()))}") from None
+
+
+def describe(error: dict) -> str:
+    """One pydantic error as `key.path: message` (a model-level check names its key in the message)."""
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message
 
 
 def dataset_config(params: Params, name: str) -> DatasetConfig:

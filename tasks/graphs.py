@@ -34,7 +34,7 @@ log = logging.getLogger("tasks.graphs")
 def build(params, data_dir: Path, backbone: str, out: Path) -> dict:
     """Build and save the backbone's graphs; returns a summary (nnz per graph, seconds, peak RSS)."""
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
-    params = params.for_dataset(dataset.name)
+    params = params.for_dataset(dataset.name, backbone)
     model_class, config = get_backbone(backbone), params.backbone_config(backbone)
     # Graphs are built on the CPU from the frozen features: the same file serves CPU and GPU training.
     ctx = model_context(params, dataset, "base", torch.device("cpu"))

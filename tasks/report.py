@@ -249,7 +249,7 @@ def complete(captured: dict, modalities) -> bool:
 def run_latents(params: Params, data_root: Path, graphs_root: Path, run: Run) -> tuple[dict, np.ndarray]:
     """Rebuild the run's model from best.pt (its fixed graphs from the graphs stage's file where there is one);
     (latents per modality, item train popularity [n_items])."""
-    params = params.for_dataset(run.dataset).model_copy(update={"seed": run.seed})
+    params = params.for_dataset(run.dataset, run.backbone).model_copy(update={"seed": run.seed})
     if run.metrics.get("alphas"):
         params = params.model_copy(update={"mrdib": params.mrdib.model_copy(update=run.metrics["alphas"])})
     # stand-ins are regenerated from the run's seed, so they are the very noise the run trained on

@@ -36,7 +36,7 @@ from models.graph import load_graphs
 from models.mrdib import ABLATIONS, ablated
 from models.registry import BACKBONES, get_backbone
 from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
-from tasks.config import Params, load_params
+from tasks.config import TRAIN_ON, Params, load_params
 from tasks.tracking import Tracker, finish_training_run, start_training_run, tracking_enabled
 
 log = logging.getLogger("tasks.train")
@@ -91,9 +91,10 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
     log.info("%s", dataset.summary())
-    if params.datasets.get(dataset.name) and params.datasets[dataset.name].train:
-        log.info("train overrides of dataset %s: %s", dataset.name, params.datasets[dataset.name].train)
-        params = params.for_dataset(dataset.name)
+    overrides = params.train_overrides(dataset.name, backbone)
+    if overrides:
+        log.info("train overrides of %s on dataset %s: %s", backbone, dataset.name, overrides)
+        params = params.for_dataset(dataset.name, backbone)
     model = build_model(params, dataset, backbone, variant, device, graphs)
     standin = [m for m in dataset.standin_features if m in model.modalities]  # what the model actually uses
     if standin:
@@ -144,8 +145,8 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
 def with_values(params: Params, values: dict[str, float]) -> Params:
     """params with dotted keys set and validated (mrdib.alpha1, train.lr, backbones.vbpr.reg_weight).
 
-    A `train.*` value also replaces the datasets' own `train:` overrides of that key: it was tuned
-    on top of them."""
+    A `train.*` value also replaces that key's overrides for datasets and for backbones on a dataset
+    (train_overrides): it was tuned, or typed on the command line, on top of them."""
     raw = params.model_dump(by_alias=True)
     for key, value in values.items():
         *path, name = key.split(".")
@@ -154,10 +155,18 @@ def with_values(params: Params, values: dict[str, float]) -> Params:
             node = node.setdefault(part, {})
         node[name] = value
         if path == ["train"]:
-            for dataset in raw["datasets"].values():
-                if name in dataset.get("train", {}):
-                    dataset["train"][name] = value
+            replace_train_overrides(raw, name, value)
     return Params(**raw)
+
+
+def replace_train_overrides(raw: dict, name: str, value) -> None:
+    """Set `name` to `value` in each dataset's train overrides and each backbone's train_on overrides that set it."""
+    on_datasets = [dataset.get("train") for dataset in raw["datasets"].values()]
+    on_backbones = [overrides for backbone in raw["backbones"].values()
+                    for overrides in ((backbone or {}).get(TRAIN_ON) or {}).values()]
+    for overrides in on_datasets + on_backbones:
+        if overrides and name in overrides:
+            overrides[name] = value
 
 
 def read_tuned(path: Path) -> dict:
@@ -226,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.standin_features:
         overrides.append("data.standin_features=true")
     params = load_params(args.params, overrides)
+    # A train.* value typed on the command line beats the dataset's (and backbone's) override of that key
+    typed = {key.split("=", 1)[0] for key in overrides if key.startswith("train.")}
+    params = with_values(params, {key: getattr(params.train, key.removeprefix("train.")) for key in typed})
     tags = {}
     if args.tuned is not None and args.variant == "mrdib":
         tuned = read_tuned(args.tuned)

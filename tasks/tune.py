@@ -73,7 +73,7 @@ class TrialRunner:
     def load(cls, params: Params, data_dir: Path, backbone: str, graphs_file: Path | None = None) -> "TrialRunner":
         dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
         dataset = replace(dataset, test=dataset.test[:0])  # the tuner never sees the test split
-        params = params.for_dataset(dataset.name)
+        params = params.for_dataset(dataset.name, backbone)
         params = with_values(params, {"train.progress": False} |
                              ({"train.epochs": params.tune.epochs} if params.tune.epochs else {}))
         device = pick_device(params.train.device)

@@ -82,6 +82,34 @@ def test_cli_writes_metrics_json(tiny_synthetic, tmp_path):
     assert len(per_user["users"]) == len(np.unique(per_user["users"]))
 
 
+def test_command_line_train_values_beat_the_datasets_overrides(tiny_synthetic, tmp_path):
+    """params.yaml gives the dataset `synthetic` its own train: epochs 40 and lr 0.01; what the
+    user types on the command line must still win."""
+    folder = tmp_path / "synthetic"
+    shutil.copytree(tiny_synthetic, folder)
+    (folder / "tiny.inter").rename(folder / "synthetic.inter")
+    out = tmp_path / "run"
+    train_main(["--data-dir", str(folder), "--backbone", "bprmf", "--out", str(out), "--epochs", "2",
+                "--params", str(PARAMS), "--set", "train.progress=false", "--set", "train.lr=0.0005"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "synthetic" and metrics["epochs_run"] == 2
+    assert "train overrides of bprmf on dataset synthetic: {'lr': 0.0005, 'epochs': 2," in (out / "train.log").read_text()
+
+
+def test_train_overrides_go_global_then_dataset_then_backbone_on_dataset():
+    params = load_params(PARAMS, ["train.lr=0.5", "datasets.synthetic.train.lr=0.25",
+                                  "backbones.mmgcn.train_on.synthetic.lr=0.125"])
+    assert params.for_dataset("baby", "mmgcn").train.lr == 0.5
+    assert params.for_dataset("synthetic", "vbpr").train.lr == 0.25
+    assert params.for_dataset("synthetic", "mmgcn").train.lr == 0.125
+    assert params.for_dataset("synthetic", "mmgcn").train.epochs == 150  # params.yaml's MMGCN-on-synthetic cap
+    assert "train_on" not in params.backbone_config("mmgcn").model_dump()
+    with pytest.raises(ParamsError, match=r"backbones.mmgcn.*lrr"):
+        load_params(PARAMS, ["backbones.mmgcn.train_on.synthetic={lrr: 0.1}"])
+    with pytest.raises(ParamsError, match=r"backbones.mmgcn.train_on.nowhere: not defined under datasets"):
+        load_params(PARAMS, ["backbones.mmgcn.train_on={nowhere: {lr: 0.1}}"])
+
+
 def test_several_seeds_in_one_process_equal_separate_runs(tiny_synthetic, tmp_path):
     common = ["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", "mrdib", "--epochs", "2",
               "--params", str(PARAMS), "--set", "train.progress=false"]
