@@ -111,6 +111,10 @@ class Recommender(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Hook, e.g. to resample a dropped-out graph."""
 
+    def lr_factor(self, epoch: int) -> float:
+        """Learning-rate multiplier for (1-based) `epoch`; the trainer sets lr = train.lr * this. 1: constant."""
+        return 1.0
+
     @torch.no_grad()
     def prepare_eval(self) -> None:
         """Compute everything full_scores needs once per evaluation."""

@@ -174,12 +174,15 @@ class Trainer:
         started = time.perf_counter()  # the epoch's own graph work (FREEDOM's pruning) counts too
         self.model.train()
         self.model.on_epoch_start(epoch)
+        lr = self.settings.lr * self.model.lr_factor(epoch)  # from the epoch alone: a resumed run agrees
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         terms = self.train_epoch(epoch)
         seconds = time.perf_counter() - started
         self.model.eval()
         self.model.prepare_eval()
         valid = self.evaluator.evaluate(self.model.full_scores, ("valid",))["valid"]
-        record = {"epoch": epoch, "seconds": seconds, **{f"loss/{k}": v for k, v in terms.items()},
+        record = {"epoch": epoch, "seconds": seconds, "lr": lr, **{f"loss/{k}": v for k, v in terms.items()},
                   **{f"valid/{k}": v for k, v in valid.items()}}
         self.state.history.append(record)
         score = valid[self.settings.valid_metric]

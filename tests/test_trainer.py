@@ -57,6 +57,17 @@ def test_zero_alphas_reproduce_the_base_model_exactly(tiny_synthetic, tmp_path):
     assert active["valid"] != base["valid"]
 
 
+def test_mgcn_learning_rate_decays_from_the_epoch_and_others_stay_constant(tiny_synthetic, tmp_path):
+    """lr_e = lr * decay ** ((e - 1) / every) (the field's MGCN schedule), applied to the optimiser."""
+    decaying = params("train.epochs=4", "train.patience=10", "train.lr=0.01",
+                      "backbones.mgcn.lr_decay=0.5", "backbones.mgcn.lr_decay_epochs=2")
+    run(decaying, tiny_synthetic, "mgcn", "base", tmp_path / "mgcn")
+    lrs = [h["lr"] for h in json.loads((tmp_path / "mgcn" / "history.json").read_text())]
+    assert lrs == pytest.approx([0.01, 0.01 * 0.5 ** 0.5, 0.005, 0.01 * 0.5 ** 1.5])
+    run(params("train.epochs=2", "train.lr=0.01"), tiny_synthetic, "lightgcn", "base", tmp_path / "lightgcn")
+    assert [h["lr"] for h in json.loads((tmp_path / "lightgcn" / "history.json").read_text())] == [0.01, 0.01]
+
+
 def test_non_finite_loss_names_the_term(tiny_synthetic, tmp_path):
     folder = tmp_path / "huge"
     folder.mkdir()
