@@ -15,8 +15,8 @@ CASES = [(name, variant) for name, cls in BACKBONES.items() if cls.trainable
          for variant in (("base", "mrdib") if cls.modalities else ("base",))]
 
 
-def make_trainer(folder, backbone, variant, tmp_path, lr=0.01):
-    params = load_params(REPO / "params.yaml", ["train.progress=false"])
+def make_trainer(folder, backbone, variant, tmp_path, lr=0.01, overrides=()):
+    params = load_params(REPO / "params.yaml", ["train.progress=false", *overrides])
     seed_everything(params.seed)
     data = load_dataset(folder)
     model = build_model(params, data, backbone, variant, torch.device("cpu"))
@@ -55,3 +55,18 @@ def test_pop_ranks_by_train_popularity(tiny_synthetic, tmp_path):
     assert np.array_equal(scores[0].numpy(), counts) and torch.equal(scores[0], scores[1])
     result = summarize(trainer.fit())
     assert 0 < result["valid"]["recall@50"] <= 1 and set(result["test"]) == set(result["valid"])
+
+
+@pytest.mark.parametrize("backbone", [name for name, cls in BACKBONES.items() if cls.modalities])
+def test_zero_alphas_give_the_base_models_loss_exactly(tiny_synthetic, tmp_path, backbone):
+    """alpha1 = alpha2 = alpha3 = 0: the mrdib variant trains exactly as the base model, term by term."""
+    zero = ["mrdib.alpha1=0", "mrdib.alpha2=0", "mrdib.alpha3=0"]
+    histories, scores = [], []
+    for variant in ("base", "mrdib"):
+        trainer, _ = make_trainer(tiny_synthetic, backbone, variant, tmp_path / variant, overrides=zero)
+        histories.append([trainer.train_epoch(epoch) for epoch in (1, 2)])
+        trainer.model.eval()
+        trainer.model.prepare_eval()
+        scores.append(trainer.model.full_scores(torch.arange(7)))
+    assert histories[0] == histories[1]
+    assert torch.equal(scores[0], scores[1])
