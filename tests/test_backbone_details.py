@@ -1,4 +1,5 @@
 """Backbone-specific behaviour the generic backbone test does not see."""
+import pytest
 import torch
 
 from conftest import REPO
@@ -50,11 +51,16 @@ def test_freedom_prunes_per_epoch_deterministically_and_evaluates_on_the_full_gr
     assert torch.allclose(items, model.embed(model.adjacency)[1])
 
 
-def test_freedom_mrdib_adds_the_fused_head(tiny_synthetic):
+def test_freedom_mrdib_adds_the_fused_head_with_its_weight(tiny_synthetic):
     model, data = build(tiny_synthetic, "freedom", "mrdib")
     users, pos = torch.as_tensor(data.train[:32, 0]), torch.as_tensor(data.train[:32, 1])
-    terms = model.calculate_loss(users, pos, torch.randint(0, data.n_items, (32,)))
+    neg = torch.randint(0, data.n_items, (32,))
+    model.eval()  # z = mu: the same terms on every call
+    terms = model.calculate_loss(users, pos, neg)
     assert {"bpr", "modal", "fused", "kl", "unique"} <= set(terms)
+    model.config = model.config.model_copy(update={"fused_weight": 1.0})
+    unweighted = model.calculate_loss(users, pos, neg)["fused"]
+    assert float(terms["fused"]) == pytest.approx(1e-4 * float(unweighted)) and float(unweighted) > 0.1
 
 
 def test_node_level_infonce_counts_each_user_and_item_once(tiny_synthetic):
