@@ -15,6 +15,13 @@ MRdIB: z_m = encode(W_m x_m), the projection feeding each modality's GCN; e_u fo
 [x_image[u]; x_text[u]], the per-modality user representations side by side (spec, section 3),
 so the unique head of a modality can read that modality's user representation.
 
+Known problem, open: on the synthetic default MMGCN + MRdIB falls below the base model (test
+R@20 0.126 vs 0.198, seeds 2024/2025; params.yaml alphas). With alpha1 = 0 it recovers most of
+the gap (seed 2024, valid R@20 0.179 vs 0.133 full, 0.213 base), so the KL term is the cause.
+Likely mechanism (unverified): x0 = normalise([p; z]) rescales every row to unit norm, so as the
+KL shrinks mu the noise sigma * eps takes a growing share of the normalised row. To try next:
+tune MMGCN's alphas (tune.backbones), or encode after the normalisation.
+
 Deviations from the paper / reference code, written down:
 - The ID embeddings and user preferences are trained. The reference code keeps both in plain
   tensors that are never registered as parameters, so they stay at their random init.
