@@ -16,11 +16,13 @@ MRdIB: z_m = encode(W_m x_m), the projection feeding each modality's GCN; e_u fo
 so the unique head of a modality can read that modality's user representation.
 
 Known problem, open: on the synthetic default MMGCN + MRdIB falls below the base model (test
-R@20 0.126 vs 0.198, seeds 2024/2025; params.yaml alphas). With alpha1 = 0 it recovers most of
-the gap (seed 2024, valid R@20 0.179 vs 0.133 full, 0.213 base), so the KL term is the cause.
-Likely mechanism (unverified): x0 = normalise([p; z]) rescales every row to unit norm, so as the
-KL shrinks mu the noise sigma * eps takes a growing share of the normalised row. To try next:
-tune MMGCN's alphas (tune.backbones), or encode after the normalisation.
+R@20 0.126 vs 0.198, seeds 2024/2025; params.yaml alphas). Seed 2024, valid R@20: base 0.213,
+full MRdIB 0.133, alpha1 = 0 0.179, alpha2 = 0 0.132, alpha3 = 0 0.134 - and alpha1 = 1e-4 0.136,
+alpha1 = 1e-3 0.127: the KL term hurts whatever its weight. Likely mechanism (unverified): only the
+KL sends gradient to the sigma half of the encoder, and Adam normalises each parameter's step, so
+sigma grows towards 1 at the same pace for any alpha1 > 0; x0 = normalise([p; z]) then hides how
+large mu is, so the noise takes a large share of every row. To try next: encode after the
+normalisation, or a separate, smaller learning rate for the encoders' sigma half.
 
 Deviations from the paper / reference code, written down:
 - The ID embeddings and user preferences are trained. The reference code keeps both in plain
