@@ -18,11 +18,12 @@ so the unique head of a modality can read that modality's user representation.
 Known problem, open: on the synthetic default MMGCN + MRdIB falls below the base model (test
 R@20 0.126 vs 0.198, seeds 2024/2025; params.yaml alphas). Seed 2024, valid R@20: base 0.213,
 full MRdIB 0.133, alpha1 = 0 0.179, alpha2 = 0 0.132, alpha3 = 0 0.134 - and alpha1 = 1e-4 0.136,
-alpha1 = 1e-3 0.127: the KL term hurts whatever its weight. Likely mechanism (unverified): only the
-KL sends gradient to the sigma half of the encoder, and Adam normalises each parameter's step, so
-sigma grows towards 1 at the same pace for any alpha1 > 0; x0 = normalise([p; z]) then hides how
-large mu is, so the noise takes a large share of every row. To try next: encode after the
-normalisation, or a separate, smaller learning rate for the encoders' sigma half.
+alpha1 = 1e-3 0.127: the KL term hurts whatever its weight. Row norms of sigma (noise) and mu at
+the best checkpoint, image / text: alpha1 5e-3: 3.1 vs 2.1 / 4.8 vs 1.0 (z mostly noise);
+alpha1 1e-4: 2.2 vs 19.5 / 2.1 vs 4.8; alpha1 0: 13.4 vs 284 / 0.1 vs 2.2. So noise swamping mu
+explains 5e-3 but not 1e-4, which is as bad; the mechanism is open. Both peak by epoch ~30 (base
+and alpha1 = 0: 134 and 65). To try next: encode the normalised projection instead of normalising z, and
+log sigma per epoch.
 
 Deviations from the paper / reference code, written down:
 - The ID embeddings and user preferences are trained. The reference code keeps both in plain
