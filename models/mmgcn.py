@@ -22,8 +22,10 @@ alpha1 = 1e-3 0.127: the KL term hurts whatever its weight. Row norms of sigma (
 the best checkpoint, image / text: alpha1 5e-3: 3.1 vs 2.1 / 4.8 vs 1.0 (z mostly noise);
 alpha1 1e-4: 2.2 vs 19.5 / 2.1 vs 4.8; alpha1 0: 13.4 vs 284 / 0.1 vs 2.2. So noise swamping mu
 explains 5e-3 but not 1e-4, which is as bad; the mechanism is open. Both peak by epoch ~30 (base
-and alpha1 = 0: 134 and 65). To try next: encode the normalised projection instead of normalising z, and
-log sigma per epoch.
+and alpha1 = 0: 134 and 65). Encoding the normalised projection instead (z not normalised) did
+not help: valid 0.123. Scale of the noise between runs: normalising users and items separately,
+the same maths in another summation order, moves base valid R@20 from 0.213 to 0.174, so single
+runs differ by a few hundredths; the MRdIB gap is larger. To try next: log sigma per epoch.
 
 Deviations from the paper / reference code, written down:
 - The ID embeddings and user preferences are trained. The reference code keeps both in plain
