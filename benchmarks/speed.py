@@ -143,9 +143,11 @@ def bench_training(data, rounds: int, names: list[str]) -> None:
                     seconds[variant].append(took[variant])
             print(f"  {name} epoch {epoch}{' (warm-up)' if epoch == 1 else ''}: "
                   + ", ".join(f"{v} {took[v]:.2f} s" for v in variants), flush=True)
-        # each evaluated twice, in both orders: the first evaluation after training runs cold
-        order = list(trainers) + list(reversed(trainers))
-        evaluation = {v: min(timed_evaluation(trainers[w]) for w in order if w == v) for v in trainers}
+        # each evaluated twice, in both orders (base, mrdib, mrdib, base): the first evaluation runs cold
+        evaluations: dict[str, list[float]] = {v: [] for v in trainers}
+        for variant in list(trainers) + list(reversed(trainers)):
+            evaluations[variant].append(timed_evaluation(trainers[variant]))
+        evaluation = {v: min(times) for v, times in evaluations.items()}
         base = statistics.median(seconds["base"])
         row = [name, f"{base:.2f}"]
         if "mrdib" in trainers:

@@ -43,7 +43,6 @@ class Recommender(nn.Module):
     Config: type[StrictConfig] = StrictConfig
     modalities: tuple[str, ...] = ()     # features the backbone needs
     trainable = True
-    fused_head = False                   # True where the score does not use z (explicit L_S head)
     graph_names: tuple[str, ...] = ()    # what build_graphs returns (checked when graphs are handed over)
     graph_params: tuple[str, ...] = ()   # the config keys build_graphs reads
 
@@ -82,14 +81,17 @@ class Recommender(nn.Module):
             raise ValueError(f"{type(self).__name__}: the given graphs lack {sorted(missing)}")
         return self.ctx.graphs
 
-    def attach_mrdib(self, dims: dict[str, int], user_dim: int) -> None:
+    def attach_mrdib(self, dims: dict[str, int], user_dim: int, fused_weight: float = 0.0) -> None:
         """Build the plug-in (mrdib variant with a non-zero alpha); call after the backbone's own layers.
+
+        fused_weight > 0: the backbone's score does not use z, so the plug-in adds the explicit
+        fused L_S head with this weight.
 
         With every alpha at 0 nothing is built, so the model is exactly the base backbone (even its
         memory layout, which BLAS kernels can be sensitive to in the last bits).
         """
         if self.ctx.mrdib is not None and self.ctx.mrdib.active:
-            self.mrdib = MRdIB(dims, user_dim, self.ctx.mrdib, self.ctx.seed, fused_head=self.fused_head)
+            self.mrdib = MRdIB(dims, user_dim, self.ctx.mrdib, self.ctx.seed, fused_weight=fused_weight)
 
     def encode(self, modality: str, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         return self.mrdib.encode(modality, h, items) if self.mrdib is not None else h

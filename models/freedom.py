@@ -14,7 +14,7 @@ Recommendation", ACM MM 2023.
   features as auxiliary item vectors (lambda is the reference's `reg_weight`).
 
 MRdIB: z_m = encode(W_m x_m), the Linear 4096 -> 64 / 384 -> 64 of the auxiliary losses. The
-score does not use z, so `fused_head = True`: the plug-in adds the explicit L_S head on
+score does not use z, so it passes `fused_weight` to the plug-in, which adds the explicit L_S head on
 (z_v, z_t). e_u for L_U and L_S is the final user representation.
 
 The fused head is weighted by `fused_weight` (default 1e-4, FREEDOM's own lambda), not 1. z reaches
@@ -61,7 +61,6 @@ class FREEDOM(Recommender):
     graph_names = ('item_graph', 'adjacency')
     graph_params = ('knn_k', 'image_weight')  # the config keys build_graphs reads
     modalities = ("image", "text")
-    fused_head = True
 
     def __init__(self, ctx, config: FREEDOMConfig):
         super().__init__(ctx, config)
@@ -73,7 +72,7 @@ class FREEDOM(Recommender):
         self.item_graph = SparseGraph(graphs["item_graph"], ctx.device)                # [I, I], frozen
         self.adjacency = SparseGraph(graphs["adjacency"], ctx.device)                  # [U+I, U+I]
         self.train_adjacency = self.pruned_adjacency(0)                                 # [U+I, U+I]
-        self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
+        self.attach_mrdib({m: d for m in self.modalities}, user_dim=d, fused_weight=config.fused_weight)
 
     @classmethod
     def build_graphs(cls, ctx, config):
@@ -105,12 +104,6 @@ class FREEDOM(Recommender):
 
     def all_embeddings(self):
         return self.embed(self.adjacency)
-
-    def calculate_loss(self, users, pos, neg):
-        terms = super().calculate_loss(users, pos, neg)
-        if "fused" in terms:
-            terms["fused"] = self.config.fused_weight * terms["fused"]
-        return terms
 
     def backbone_loss(self, users, pos, neg):
         user_reps, item_reps = self.embed(self.train_adjacency)

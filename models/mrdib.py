@@ -14,8 +14,8 @@ backbones whose score uses z), `MRdIB.loss_terms` adds, by name:
     mine_critic = -I_hat(z_v; z_t)           (the critic maximises the bound; one critic pass
                                               serves both, see MRdIB._redundancy_terms)
     unique      = alpha3 * sum_m BPR(<e_u, g_m(z_m[i+])>, <e_u, g_m(z_m[i-])>)
-    fused       = BPR(<e_u, f(z_v, z_t)[i+]>, <e_u, f(z_v, z_t)[i-]>), only for backbones whose
-                  score does not use z (the explicit L_S head of the spec)
+    fused       = w * BPR(<e_u, f(z_v, z_t)[i+]>, <e_u, f(z_v, z_t)[i-]>), only for backbones whose
+                  score does not use z (the explicit L_S head of the spec; w: the backbone's fused_weight)
 
 Deviation, written down: with alpha1 = alpha2 = alpha3 = 0 the plug-in is inactive - encode()
 returns h unchanged and no loss term or random draw is added - so such a run is identical
@@ -134,7 +134,7 @@ class MRdIB(nn.Module):
     """Gaussian encoders, unique heads and the MINE critic, plus the per-batch latent cache."""
 
     def __init__(self, dims: dict[str, int], user_dim: int, config: MRdIBConfig, seed: int,
-                 fused_head: bool = False):
+                 fused_weight: float = 0.0):
         super().__init__()
         self.config = config
         generator = torch.Generator().manual_seed(seed + 7919)  # own stream: backbone init unchanged
@@ -143,7 +143,8 @@ class MRdIB(nn.Module):
             self.unique_heads = nn.ModuleDict({m: nn.Linear(d, user_dim, bias=False) for m, d in dims.items()})
             self.critic = MineCritic(dims["image"], dims["text"], config.critic_hidden, config.mine_clamp) \
                 if set(dims) == set(MODALITIES) else None
-            self.fused_head = nn.Linear(sum(dims.values()), user_dim, bias=False) if fused_head else None
+            self.fused_head = nn.Linear(sum(dims.values()), user_dim, bias=False) if fused_weight > 0 else None
+        self.fused_weight = fused_weight
         self._latents: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def encode(self, modality: str, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,7 +192,7 @@ class MRdIB(nn.Module):
                                                for m, head in self.unique_heads.items())
         if self.fused_head is not None:
             fused = torch.cat([latents[m][0] for m in self.encoders], dim=-1)
-            terms["fused"] = head_bpr(self.fused_head.weight, user, fused, pos_rows, neg_rows)
+            terms["fused"] = self.fused_weight * head_bpr(self.fused_head.weight, user, fused, pos_rows, neg_rows)
         self._latents.clear()
         return terms
 

@@ -170,15 +170,13 @@ class Params(StrictConfig):
                 raise ValueError(f"backbones.{name}: unknown backbone; known: {sorted(BACKBONES)}")
             values = dict(values or {})
             for dataset, overrides in (values.pop(TRAIN_ON, None) or {}).items():
-                if dataset not in self.datasets:
-                    raise ValueError(f"backbones.{name}.{TRAIN_ON}.{dataset}: not defined under datasets: "
-                                     f"{sorted(self.datasets)}")
                 where = f"backbones.{name}.{TRAIN_ON}.{dataset}"
+                if dataset not in self.datasets:
+                    raise ValueError(f"{where}: not defined under datasets: {sorted(self.datasets)}")
                 try:
                     TrainConfig(**(overrides or {}))  # unknown keys and wrong types fail here, naming the key
                 except ValidationError as err:
-                    raise ValueError("; ".join(f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                               for e in err.errors())) from None
+                    raise ValueError("; ".join(f"{where}.{describe(e)}" for e in err.errors())) from None
             BACKBONES[name].Config(**values)
         return self
 

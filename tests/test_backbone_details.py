@@ -58,7 +58,7 @@ def test_freedom_mrdib_adds_the_fused_head_with_its_weight(tiny_synthetic):
     model.eval()  # z = mu: the same terms on every call
     terms = model.calculate_loss(users, pos, neg)
     assert {"bpr", "modal", "fused", "kl", "unique"} <= set(terms)
-    model.config = model.config.model_copy(update={"fused_weight": 1.0})
+    model.mrdib.fused_weight = 1.0
     unweighted = model.calculate_loss(users, pos, neg)["fused"]
     assert float(terms["fused"]) == pytest.approx(1e-4 * float(unweighted)) and float(unweighted) > 0.1
 
