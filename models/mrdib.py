@@ -19,7 +19,10 @@ backbones whose score uses z), `MRdIB.loss_terms` adds, by name:
 
 Deviation, written down: with alpha1 = alpha2 = alpha3 = 0 the plug-in is inactive - encode()
 returns h unchanged and no loss term or random draw is added - so such a run is identical
-to the base backbone. Its parameters are initialised from their own generator, so building
+to the base backbone. `keep_encoder` is the control that separates the layer from the objective
+(ablation `encoder_only`): the Gaussian encoders are built and trained, z is sampled in training
+and mu used at evaluation exactly as in MRdIB, but no MRdIB term (KL, L_R, L_U) is added. The
+fused L_S head of backbones whose score does not use z stays: it is L_S, not an MRdIB term. Its parameters are initialised from their own generator, so building
 the plug-in never shifts the backbone's random initialisation.
 """
 from __future__ import annotations
@@ -41,10 +44,11 @@ class MRdIBConfig(StrictConfig):
     critic_hidden: int = 64   # hidden width of the MINE critic T
     mine_clamp: float = 10.0  # |T| is clamped to this to keep exp(T) finite
     sigma_shift: float = 5.0  # sigma = softplus(W h - shift): small noise at start
+    keep_encoder: bool = False  # build and train the encoders even with every alpha 0 (the encoder_only control)
 
     @property
     def active(self) -> bool:
-        return max(self.alpha1, self.alpha2, self.alpha3) > 0
+        return self.keep_encoder or max(self.alpha1, self.alpha2, self.alpha3) > 0
 
 
 # The paper's Table 2: each setting zeroes some of the three weights of the full objective.
@@ -53,14 +57,17 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "no_redundancy": ("alpha2",),         # without the MINE redundancy term
     "no_unique": ("alpha3",),             # without the unique-information heads
     "no_redundancy_unique": ("alpha2", "alpha3"),
+    "encoder_only": ("alpha1", "alpha2", "alpha3"),  # the control: encoders kept, no MRdIB term
 }
+KEEPS_ENCODER = {"encoder_only"}
 
 
 def ablated(config: MRdIBConfig, setting: str) -> MRdIBConfig:
-    """The config with the weights of an ABLATIONS setting set to 0."""
+    """The config with the weights of an ABLATIONS setting set to 0 (encoder_only: encoders kept)."""
     if setting not in ABLATIONS:
         raise ValueError(f"unknown ablation {setting!r}; known: {sorted(ABLATIONS)}")
-    return config.model_copy(update={name: 0.0 for name in ABLATIONS[setting]})
+    return config.model_copy(update={name: 0.0 for name in ABLATIONS[setting]} |
+                             {"keep_encoder": setting in KEEPS_ENCODER})
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:

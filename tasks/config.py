@@ -73,27 +73,34 @@ class PipelineConfig(StrictConfig):
     datasets: list[str] = ["synthetic"]      # names in `datasets:`
     backbones: list[str] = ["vbpr"]          # multimodal backbones, trained base and mrdib
     references: list[str] = []               # ID-only references (pop, bprmf, lightgcn), base only
-    seeds: list[int] = [2024]
+    seeds: list[int] = Field([2025, 2026, 2027, 2028, 2029], min_length=1)  # never `seed`: it tunes
     variants: list[Literal["base", "mrdib"]] = ["base", "mrdib"]  # variants trained per backbone
     ablation_backbones: list[str] = []       # backbones of the ablation (Table 2)
     ablations: list[str] = list(ABLATIONS)   # settings of the ablation (models.mrdib.ABLATIONS)
-    bootstrap: int = Field(1000, ge=10)      # resamples of the paired bootstrap
+    bootstrap: int = Field(1000, ge=10)      # resamples of the two-way (seeds x users) paired bootstrap
+
+    @field_validator("seeds")
+    @classmethod
+    def distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"pipeline.seeds repeats a seed: {value}")
+        return value
 
 
 class TuneConfig(StrictConfig):
-    """The tune stage (tasks/tune.py): Optuna over the MRdIB weights, on the validation metric only."""
+    """The tune stage (tasks/tune.py): Optuna over each variant, equal budgets, on the validation metric only."""
 
-    backbones: list[str] = ["vbpr"]            # multimodal backbones whose alphas are tuned
+    backbones: list[str] = ["vbpr"]            # backbones tuned (base and mrdib alike); the others: budget 0
     n_trials: int = Field(8, ge=0)             # finished (complete + pruned) trials per study; 0: no tuning
     epochs: int | None = Field(40, ge=1)       # epoch cap of one trial; None: train.epochs
     alpha_low: float = Field(1e-4, gt=0)       # log-uniform range of alpha1, alpha2, alpha3
     alpha_high: float = Field(1e-1, gt=0)
-    tune_lr: bool = False                      # also the learning rate (log-uniform [lr_low, lr_high])
+    tune_lr: bool = True                       # the learning rate (log-uniform [lr_low, lr_high]), both variants
     lr_low: float = Field(1e-4, gt=0)
-    lr_high: float = Field(1e-2, gt=0)
-    tune_reg: bool = False                     # also backbones.<b>.reg_weight (log-uniform [reg_low, reg_high])
+    lr_high: float = Field(3e-2, gt=0)
+    tune_reg: bool = True                      # reg_weight (else train.weight_decay), both variants
     reg_low: float = Field(1e-6, gt=0)
-    reg_high: float = Field(1e-2, gt=0)
+    reg_high: float = Field(1.0, gt=0)
     startup_trials: int = Field(5, ge=1)       # random trials before TPE models the space
     pruner_startup_trials: int = Field(5, ge=0)  # trials completed before any trial may be pruned
     pruner_warmup_epochs: int = Field(10, ge=0)  # a trial is never pruned before this epoch
@@ -109,6 +116,9 @@ class TuneConfig(StrictConfig):
         if wrong:
             raise ValueError(f"tune.backbones: {wrong} are not multimodal backbones; multimodal: "
                              f"{sorted(b for b, c in BACKBONES.items() if c.modalities)}")
+        if self.n_trials and not (self.tune_lr or self.tune_reg):
+            raise ValueError("tune.tune_lr and tune.tune_reg are both false: the base variant would have nothing "
+                             "to tune, and a budget for MRdIB alone is not a fair comparison")
         return self
 
 
@@ -147,6 +157,14 @@ class Params(StrictConfig):
             if names:
                 raise ValueError(f"pipeline.{key}: unknown backbone(s) {names}; known: {sorted(BACKBONES)}")
         return self
+
+    def report_seeds(self) -> list[int]:
+        """pipeline.seeds, checked to differ from `seed` (the seed that tunes: a reported run must not
+        be the very run that tuning selected on)."""
+        if self.seed in self.pipeline.seeds:
+            raise ParamsError(f"pipeline.seeds contains {self.seed}, the seed that tunes (`seed`): the seeds "
+                              f"that report must differ from it")
+        return self.pipeline.seeds
 
     def train_overrides(self, dataset: str, backbone: str | None = None) -> dict[str, Any]:
         """The `train:` keys that `datasets.<dataset>.train` overrides, then those that

@@ -1,12 +1,20 @@
-"""Collect every training run into the paper's Table 1 (accuracy) and Table 3 (time per epoch).
+"""Collect every training run into the paper's Table 1 (accuracy, MRdIB against base).
 
     python -m tasks.evaluate --runs runs --out reports
 
 Runs are folders `RUNS/<dataset>/<backbone>-<variant>/seed<seed>/` as the train stage writes
 them (`python -m tasks.train --pipeline-seeds`: metrics.json and per_user_test.npz). For every
 dataset and backbone trained both ways, Table 1 gives base and MRdIB test metrics as mean +- std
-over seeds, the relative improvement of the means, and a paired per-user bootstrap 95% confidence interval
-of the difference MRdIB - base (per-user differences averaged over seeds, users resampled).
+over seeds, the relative change of the means, and a 95% confidence interval of the difference
+MRdIB - base from a two-way paired bootstrap (two_way_bootstrap): a replicate resamples the
+training seeds and, independently, the test users. Both are sources of variation the claim must
+survive: a new seed retrains both models; a new user sample re-asks the same models. The users
+are the same under every seed (crossed, not nested), so they are resampled once per replicate.
+
+Fairness is checked, not assumed: the two variants of a backbone must have been trained with the
+same seeds and the same tuning budget (`tuning.trials` in metrics.json); otherwise the table is
+refused with an error naming the runs. Per-epoch seconds of these runs are not reported: they
+are not a measurement (see benchmarks/speed.py).
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from models.mrdib import ABLATIONS
+from models.mrdib import ABLATIONS, KEEPS_ENCODER
 from tasks.train import VARIANTS, write_json
 
 RUN_GROUP = re.compile(r"^(?P<backbone>[a-z0-9_]+)-(?P<setting>[a-z0-9_]+)$")  # <backbone>-<variant or ablation>
@@ -81,25 +89,63 @@ def check_alphas(run: Run) -> None:
     wrong = [name for name in ABLATIONS.get(run.variant, ()) if alphas.get(name, 0.0) != 0.0]
     if wrong:
         raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records {alphas} ({wrong} not 0)")
+    if run.variant in KEEPS_ENCODER and not run.metrics.get("keep_encoder"):
+        raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records no kept encoder")
 
 
-def paired_bootstrap(base: list[Run], mrdib: list[Run], metric: str, n_boot: int, seed: int) -> tuple[float, float]:
-    """95% CI of mean_u (mrdib_u - base_u), per-user differences averaged over the paired seeds."""
+def check_paired(base: list[Run], other: list[Run]) -> None:
+    """Both sides trained with the same seeds and the same tuning budget, or RunError naming them."""
+    seeds = lambda runs: sorted(r.seed for r in runs)  # noqa: E731
+    if seeds(base) != seeds(other):
+        raise RunError(f"unpaired seeds: {base[0].folder.parent} has {seeds(base)}, {other[0].folder.parent} has "
+                       f"{seeds(other)} (train both with the same pipeline.seeds)")
+    budgets = {r.folder: tuning_trials(r) for r in base + other}
+    if len({budgets[r.folder] for r in base}) > 1 or len({budgets[r.folder] for r in other}) > 1 \
+            or tuning_trials(base[0]) != tuning_trials(other[0]):
+        raise RunError(f"unequal tuning budgets: {base[0].folder.parent} {sorted({tuning_trials(r) for r in base})} "
+                       f"trials, {other[0].folder.parent} {sorted({tuning_trials(r) for r in other})}: "
+                       "a comparison where one side was tuned more measures the tuning (give tune.backbones both)")
+
+
+def tuning_trials(run: Run) -> int:
+    """The tuning budget (finished Optuna trials) that chose the run's values; 0 = untuned."""
+    tuning = run.metrics.get("tuning")
+    if not isinstance(tuning, dict) or not isinstance(tuning.get("trials"), int):
+        raise RunError(f"{run.folder}/metrics.json: no tuning record (`tuning.trials`); train it again")
+    return tuning["trials"]
+
+
+def seed_user_differences(base: list[Run], other: list[Run], metric: str) -> np.ndarray:
+    """[n_seeds, n_users] per-user test differences other - base, seed by seed (paired)."""
     by_seed = {r.seed: r for r in base}
-    differences = []
-    for run in mrdib:
-        if run.seed in by_seed:
-            users_m, values_m = run.per_user(metric)
-            users_b, values_b = by_seed[run.seed].per_user(metric)
-            if not np.array_equal(users_m, users_b):
-                raise ValueError(f"{run.folder} and {by_seed[run.seed].folder} evaluated different users")
-            differences.append(values_m - values_b)
-    if not differences:
-        return float("nan"), float("nan")
-    per_user = np.mean(differences, axis=0)
+    rows = []
+    for run in sorted(other, key=lambda r: r.seed):
+        users_o, values_o = run.per_user(metric)
+        users_b, values_b = by_seed[run.seed].per_user(metric)
+        if not np.array_equal(users_o, users_b):
+            raise RunError(f"{run.folder} and {by_seed[run.seed].folder} evaluated different users")
+        rows.append(values_o - values_b)
+    return np.array(rows)
+
+
+def two_way_bootstrap(differences: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of differences [n_seeds, n_users], resampling seeds and users.
+
+    Each replicate draws n_seeds seeds and n_users users with replacement, independently, and
+    averages the differences over that grid: mean = w_s' D c_u / (n_seeds n_users) with w, c the
+    draw counts. With one seed it is the users-only bootstrap."""
+    n_seeds, n_users = differences.shape
     rng = np.random.default_rng(seed)
-    means = np.array([per_user[rng.integers(len(per_user), size=len(per_user))].mean() for _ in range(n_boot)])
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot)   # [B, S]
+    user_counts = rng.multinomial(n_users, np.full(n_users, 1 / n_users), size=n_boot)   # [B, U]
+    means = np.einsum("bs,su,bu->b", seed_counts, differences, user_counts) / (n_seeds * n_users)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def verdict(low: float, high: float) -> str:
+    """'better' / 'worse' when the interval excludes 0, else 'inconclusive'."""
+    return "better" if low > 0 else "worse" if high < 0 else "inconclusive"
 
 
 def mean_std(runs: list[Run], metric: str) -> tuple[float, float]:
@@ -108,51 +154,70 @@ def mean_std(runs: list[Run], metric: str) -> tuple[float, float]:
 
 
 def table1_rows(runs: list[Run], n_boot: int, seed: int) -> list[dict]:
+    """One row per (dataset, backbone, metric) of the backbones trained both ways."""
     rows = []
-    groups = sorted({(r.dataset, r.backbone) for r in runs})
-    for dataset, backbone in groups:
+    for dataset, backbone in sorted({(r.dataset, r.backbone) for r in runs}):
         pick = lambda v: [r for r in runs if (r.dataset, r.backbone, r.variant) == (dataset, backbone, v)]  # noqa: E731
         base, mrdib = pick("base"), pick("mrdib")
+        if not base or not mrdib:
+            continue  # one side only: nothing to compare (the report lists every run)
+        check_paired(base, mrdib)
+        trials = {"base": tuning_trials(base[0]), "mrdib": tuning_trials(mrdib[0])}
         for metric in TABLE_METRICS:
-            row = {"dataset": dataset, "backbone": backbone, "metric": metric, "seeds": len(base)}
-            row["base_mean"], row["base_std"] = mean_std(base, metric) if base else (float("nan"),) * 2
-            if mrdib:
-                row["mrdib_mean"], row["mrdib_std"] = mean_std(mrdib, metric)
-                row["improvement_pct"] = 100 * (row["mrdib_mean"] / row["base_mean"] - 1) if row["base_mean"] else float("nan")
-                row["ci_low"], row["ci_high"] = paired_bootstrap(base, mrdib, metric, n_boot, seed)
+            row = {"dataset": dataset, "backbone": backbone, "metric": metric, "seeds": len(base),
+                   "tuning_trials": trials}
+            row["base_mean"], row["base_std"] = mean_std(base, metric)
+            row["mrdib_mean"], row["mrdib_std"] = mean_std(mrdib, metric)
+            row["improvement_pct"] = 100 * (row["mrdib_mean"] / row["base_mean"] - 1) if row["base_mean"] else None
+            differences = seed_user_differences(base, mrdib, metric)
+            row["diff_mean"] = float(differences.mean())
+            row["ci_low"], row["ci_high"] = two_way_bootstrap(differences, n_boot, seed)
+            row["verdict"] = verdict(row["ci_low"], row["ci_high"])
             rows.append(row)
     return rows
 
 
 def nested(rows: list[dict]) -> dict:
-    """{dataset: {backbone: {metric: {base_mean, mrdib_mean, ...}}}}: the shape `dvc metrics` reads."""
+    """{dataset: {backbone: {seeds, tuning_trials: {base, mrdib}, <metric>: {base_mean, ...}}}} for `dvc metrics`."""
     out: dict = {}
     for r in rows:
-        values = {k: v for k, v in r.items() if k not in ("dataset", "backbone", "metric")}
-        out.setdefault(r["dataset"], {}).setdefault(r["backbone"], {})[r["metric"].replace("@", "_at_")] = values
+        group = out.setdefault(r["dataset"], {}).setdefault(
+            r["backbone"], {"seeds": r["seeds"], "tuning_trials": r["tuning_trials"]})
+        group[r["metric"].replace("@", "_at_")] = {k: v for k, v in r.items() if k not in (
+            "dataset", "backbone", "metric", "seeds", "tuning_trials")}
     return out
 
 
+MARKS = {"better": " ▲", "worse": " ▼", "inconclusive": ""}
+
+
 def format_table1(rows: list[dict]) -> str:
-    lines = ["| dataset | backbone | metric | base | MRdIB | improv. | 95% CI of diff |", "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | backbone | metric | seeds | trials (base/MRdIB) | base | MRdIB | change | "
+             "95% CI of MRdIB − base |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        mrdib = f"{r['mrdib_mean']:.4f} ± {r['mrdib_std']:.4f}" if "mrdib_mean" in r else "–"
-        improvement = f"{r['improvement_pct']:+.1f}%" if "improvement_pct" in r else "–"
-        ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if "ci_low" in r else "–"
-        lines.append(f"| {r['dataset']} | {r['backbone']} | {r['metric']} | {r['base_mean']:.4f} ± {r['base_std']:.4f} "
-                     f"| {mrdib} | {improvement} | {ci} |")
+        change = f"{r['improvement_pct']:+.1f}%" if r["improvement_pct"] is not None else "–"
+        trials = f"{r['tuning_trials']['base']}/{r['tuning_trials']['mrdib']}"
+        lines.append(f"| {r['dataset']} | {r['backbone']} | {r['metric']} | {r['seeds']} | {trials} "
+                     f"| {r['base_mean']:.4f} ± {r['base_std']:.4f} | {r['mrdib_mean']:.4f} ± {r['mrdib_std']:.4f} "
+                     f"| {change} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]{MARKS[r['verdict']]} |")
     return "\n".join(lines)
 
 
-def format_table3(runs: list[Run]) -> str:
-    lines = ["| dataset | backbone | base s/epoch | MRdIB s/epoch | overhead |", "|---|---|---|---|---|"]
-    for dataset, backbone in sorted({(r.dataset, r.backbone) for r in runs}):
-        seconds = {v: np.mean([r.metrics["seconds_per_epoch"] for r in runs
-                                if (r.dataset, r.backbone, r.variant) == (dataset, backbone, v)] or [np.nan])
-                   for v in ("base", "mrdib")}
-        overhead = 100 * (seconds["mrdib"] / seconds["base"] - 1)
-        lines.append(f"| {dataset} | {backbone} | {seconds['base']:.3f} | {seconds['mrdib']:.3f} | {overhead:+.1f}% |")
-    return "\n".join(lines)
+def table1_legend(rows: list[dict]) -> str:
+    """How to read the marks, and how many intervals were computed (some exclude 0 by chance)."""
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in MARKS}
+    return (f"▲ / ▼: the 95% interval excludes 0 (MRdIB better / worse). {len(rows)} intervals were computed: "
+            f"{counts['better']} ▲, {counts['worse']} ▼, {counts['inconclusive']} include 0. Even with no effect "
+            f"at all, about {0.05 * len(rows):.1f} of {len(rows)} would exclude 0 by chance, and the 12 metrics "
+            "of one backbone are strongly correlated: read a backbone's row set as one result, not twelve. "
+            "Intervals: two-way paired bootstrap over training seeds and test users.")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary name, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,14 +233,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(str(err)) from None
     if not runs:
         raise SystemExit(f"{args.runs}: no runs found (expected <dataset>/<backbone>-<variant>/seed<N>/metrics.json)")
-    rows = table1_rows(runs, args.bootstrap, args.seed)
+    try:
+        rows = table1_rows(runs, args.bootstrap, args.seed)
+    except RunError as err:
+        raise SystemExit(f"Table 1 refused: {err}") from None
+    if not rows:
+        raise SystemExit(f"{args.runs}: no backbone was trained both ways (base and mrdib): no Table 1")
     args.out.mkdir(parents=True, exist_ok=True)
     standin = sorted({f"{r.dataset}/{r.backbone}" for r in runs if r.metrics.get("standin_features")})
     note = f"\n\nSTAND-IN features (no signal) in: {', '.join(standin)}.\n" if standin else "\n"
-    (args.out / "table1.md").write_text(format_table1(rows) + note)
-    (args.out / "table3.md").write_text(format_table3(runs) + "\n")
+    text = format_table1(rows) + "\n\n" + table1_legend(rows) + note
+    write_text(args.out / "table1.md", text)
     write_json(args.out / "table1.json", nested(rows))
-    print(format_table1(rows) + note + "\n" + format_table3(runs))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ DIR/per_user_test.npz (each test user's metrics, for paired tests), DIR/history.
 checkpoint) and DIR/train.log. The checkpoints of the run in progress (last.pt, best.pt) go to
 --checkpoints (default DIR): a killed run resumes from there, and a finished one only re-evaluates.
 With `tracking.enabled` the run is also an MLflow run whose model is registered (tasks/tracking.py);
---tuned takes the mrdib variant's alphas from the tune stage's file (tasks/tune.py).
+--tuned takes the tuned values (learning rate, regularisation, and for mrdib the alphas) from the
+tune stage's file for this variant (tasks/tune.py); metrics.json records its budget (`tuning`).
 """
 from __future__ import annotations
 
@@ -81,12 +82,14 @@ def train_settings(params: Params) -> TrainSettings:
 
 
 def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, graphs: Path | None = None,
-        track: bool = False, tags: dict[str, str] | None = None, checkpoints: Path | None = None) -> dict:
+        track: bool = False, tags: dict[str, str] | None = None, checkpoints: Path | None = None,
+        tuning: dict | None = None) -> dict:
     """Train, evaluate, write metrics.json; returns the metrics. graphs: the graphs stage's file, if any.
 
     track: also an MLflow run (tasks/tracking.py; never stops training), with `tags` added.
     checkpoints: where the run in progress keeps last.pt and best.pt (default `out`); the best
-    checkpoint is copied into `out` at the end."""
+    checkpoint is copied into `out` at the end. tuning: what tuned the values (recorded as is;
+    default: no tuning, a budget of 0 trials)."""
     seed_everything(params.seed)
     device = pick_device(params.train.device)
     dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
@@ -130,7 +133,9 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
                "dataset": dataset.name, "seed": params.seed, "device": str(device),
                "standin_features": standin,
                "alphas": {k: getattr(params.mrdib, k) for k in ("alpha1", "alpha2", "alpha3")}
-               if variant == "mrdib" else None}
+               if variant == "mrdib" else None,
+               "keep_encoder": params.mrdib.keep_encoder if variant == "mrdib" else False,
+               "tuning": tuning or {"trials": 0, "source": "params.yaml"}}
     if standin:
         metrics["warning"] = (f"STAND-IN features for {standin}: seeded noise with no signal; "
                               "not comparable to published numbers")
@@ -169,12 +174,24 @@ def replace_train_overrides(raw: dict, name: str, value) -> None:
             overrides[name] = value
 
 
-def read_tuned(path: Path) -> dict:
-    """The tune stage's file: {"source": "optuna" | "params.yaml", "values": {"mrdib.alpha1": ...}, ...}."""
-    tuned = json.loads(Path(path).read_text())
-    if not isinstance(tuned.get("values"), dict):
-        raise SystemExit(f"{path}: not a tuned file of tasks.tune (no `values`)")
+def read_tuned(path: Path, variant: str | None = None) -> dict:
+    """The tune stage's file: {"source": "optuna" | "params.yaml", "variant", "trials",
+    "values": {"train.lr": ..., "mrdib.alpha1": ...}, ...}; `variant`: the one it must be for."""
+    try:
+        tuned = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: cannot read the tuned file: {err}") from None
+    if not isinstance(tuned.get("values"), dict) or not isinstance(tuned.get("trials"), int):
+        raise SystemExit(f"{path}: not a tuned file of tasks.tune (expected `values` and `trials`)")
+    if variant is not None and tuned.get("variant") != variant:
+        raise SystemExit(f"{path}: tuned for variant {tuned.get('variant')!r}, expected {variant!r}")
     return tuned
+
+
+def tuning_record(tuned: dict, path: Path) -> dict:
+    """What metrics.json keeps of a tuned file: the budget, where the values came from, the values."""
+    return {"trials": tuned["trials"], "source": tuned.get("source", "?"), "file": str(path),
+            "values": tuned["values"]}
 
 
 def save_per_user(path: Path, users, values: dict) -> None:
@@ -208,8 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--graphs", type=Path, help="the backbone's fixed graphs from the graphs stage (.npz); "
                         "default: build them in memory")
-    parser.add_argument("--tuned", type=Path, help="the tune stage's file (tuned/<dataset>/<backbone>.json): "
-                        "its alphas for the mrdib variant; ignored for base")
+    parser.add_argument("--tuned", type=Path, help="the tune stage's file for this variant "
+                        "(tuned/<dataset>/<backbone>-<variant>.json): its values are used")
     parser.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="shorthand for --set seed=S")
@@ -238,27 +255,29 @@ def main(argv: list[str] | None = None) -> None:
     # A train.* value typed on the command line beats the dataset's (and backbone's) override of that key
     typed = {key.split("=", 1)[0] for key in overrides if key.startswith("train.")}
     params = with_values(params, {key: getattr(params.train, key.removeprefix("train.")) for key in typed})
-    tags = {}
-    if args.tuned is not None and args.variant == "mrdib":
-        tuned = read_tuned(args.tuned)
+    tags, tuning = {}, None
+    if args.tuned is not None:
+        tuned = read_tuned(args.tuned, args.variant)
         params = with_values(params, tuned["values"])
-        tags = {"tuned_source": tuned.get("source", "?"), "tuned_file": str(args.tuned)}
+        tuning = tuning_record(tuned, args.tuned)
+        tags = {"tuned_source": tuned.get("source", "?"), "tuned_file": str(args.tuned),
+                "tuning_trials": str(tuned["trials"])}
     if args.ablation:
         if args.variant != "mrdib":
             raise SystemExit("--ablation applies to --variant mrdib only")
         params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
         tags["ablation"] = args.ablation
-    seeds = params.pipeline.seeds if args.pipeline_seeds else args.seeds
+    seeds = params.report_seeds() if args.pipeline_seeds else args.seeds
     if seeds is None:  # one run, straight into --out
-        train_one(params, args, args.out, args.checkpoints, tags)
+        train_one(params, args, args.out, args.checkpoints, tags, tuning)
     for seed in seeds or []:
         folder = Path(f"seed{seed}")
         train_one(params.model_copy(update={"seed": seed}), args, args.out / folder,
-                  args.checkpoints / folder if args.checkpoints else None, tags)
+                  args.checkpoints / folder if args.checkpoints else None, tags, tuning)
 
 
 def train_one(params: Params, args: argparse.Namespace, out: Path, checkpoints: Path | None,
-              tags: dict[str, str]) -> None:
+              tags: dict[str, str], tuning: dict | None = None) -> None:
     """One run with its own train.log in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(format=LOG_FORMAT, handlers=[logging.StreamHandler()])  # no-op when already configured
@@ -270,7 +289,7 @@ def train_one(params: Params, args: argparse.Namespace, out: Path, checkpoints: 
     try:
         started = time.perf_counter()
         run(params, args.data_dir, args.backbone, args.variant, out, args.graphs,
-            track=tracking_enabled(params.tracking), tags=tags, checkpoints=checkpoints)
+            track=tracking_enabled(params.tracking), tags=tags, checkpoints=checkpoints, tuning=tuning)
         log.info("done in %.1fs; wrote %s", time.perf_counter() - started, out / "metrics.json")
     finally:
         root.removeHandler(handler)

@@ -1,11 +1,16 @@
-"""The tune stage: Optuna over the MRdIB weights of one backbone on one dataset, on validation only.
+"""The tune stage: Optuna over one variant of one backbone on one dataset, on validation only.
 
-    python -m tasks.tune --dataset D --data-dir data/prepared/D --backbone B --out tuned/D/B.json \
-        [--params params.yaml] [--graphs FILE] [--set key=value ...] [--verbose]
+    python -m tasks.tune --dataset D --data-dir data/prepared/D --backbone B --variant base|mrdib \
+        --out tuned/D/B-<variant>.json [--params params.yaml] [--graphs FILE] [--set key=value ...] [--verbose]
 
-The paper tunes alpha1..alpha3 by hand over a 5^3 grid. Here TPE (seed = params.seed) samples
-them log-uniformly in [tune.alpha_low, tune.alpha_high] (optionally train.lr and the backbone's
-reg_weight); each trial trains at most tune.epochs epochs and reports its best validation metric
+Equal budgets: base and MRdIB of a backbone are tuned by the same study settings - the same
+tune.n_trials, sampler, pruner, epoch cap and search space for what they share (train.lr and the
+regularisation weight: the backbone's reg_weight, or Adam's train.weight_decay where it has none) -
+and MRdIB's study adds alpha1..alpha3 (the paper tuned those by hand over a 5^3 grid). A
+comparison in which only one side is tuned measures the tuning, not the method.
+
+TPE (seed = params.seed) samples every value log-uniformly in its [tune.*_low, tune.*_high]; each
+trial trains at most tune.epochs epochs and reports its best validation metric
 (train.valid_metric) so far after every epoch to a MedianPruner. The objective is that metric
 only: the test split is dropped when the data is loaded, so nothing here can read it.
 
@@ -18,11 +23,12 @@ MLflow: one parent run per study (tags stage=tune, optuna_study) and one nested 
 tagged trial_state = COMPLETE / PRUNED / FAIL, with the trial's parameters, per-epoch loss terms
 and validation metrics; the parent holds the best values, the plots and the tuned file.
 
-Writes OUT = tuned/<D>/<B>.json: {"source": "optuna", "values": {"mrdib.alpha1": ...}, "alpha1", ...,
-"best_value", "valid_metric", "n_trials": {"complete", "pruned", "fail"}, "study_name", ...} and
-<B>_history.png, <B>_importances.png beside it. A backbone not in tune.backbones, or tune.n_trials
-= 0, gets the file at once with the alphas of params.yaml ("source": "params.yaml"), so every train
-stage depends on its tuned file uniformly.
+Writes OUT = tuned/<D>/<B>-<variant>.json: {"source": "optuna", "variant", "trials" (the budget:
+finished trials), "values": {"train.lr": ..., "mrdib.alpha1": ...}, "best_value", "valid_metric",
+"n_trials": {"complete", "pruned", "fail"}, "study_name", ...} and OUT's _history.png and
+_importances.png beside it. A backbone not in tune.backbones, or tune.n_trials = 0, gets the file
+at once with params.yaml's values ("source": "params.yaml", "trials": 0) for both variants alike,
+so every train stage depends on its tuned file uniformly.
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ from models.trainer import NonFiniteLossError, Trainer, pick_device, seed_everyt
 from tasks.config import Params, load_params
 from tasks.tracking import (Tracker, absolute_sqlite, data_version, flatten, metric_key, resolved_params, run_tags,
                             start_training_run)
-from tasks.train import model_context, train_settings, with_values, write_json
+from tasks.train import VARIANTS, model_context, train_settings, with_values, write_json
 
 log = logging.getLogger("tasks.tune")
 ALPHAS = ("alpha1", "alpha2", "alpha3")
@@ -57,7 +63,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 @dataclass
 class TrialRunner:
-    """Trains the mrdib variant of one backbone for given values, scored on the validation split only.
+    """Trains one variant of one backbone for given values, scored on the validation split only.
 
     Shared by the study and benchmarks/tune_vs_grid.py. The dataset holds no test rows."""
 
@@ -65,12 +71,14 @@ class TrialRunner:
     dataset: Dataset
     data_dir: Path
     backbone: str
+    variant: str
     device: torch.device
     graphs: dict                   # the backbone's fixed graphs, built (or read) once for every trial
     standin: list[str]
 
     @classmethod
-    def load(cls, params: Params, data_dir: Path, backbone: str, graphs_file: Path | None = None) -> "TrialRunner":
+    def load(cls, params: Params, data_dir: Path, backbone: str, variant: str = "mrdib",
+             graphs_file: Path | None = None) -> "TrialRunner":
         dataset = load_dataset(data_dir, standin=params.data.standin_features, seed=params.seed)
         dataset = replace(dataset, test=dataset.test[:0])  # the tuner never sees the test split
         params = params.for_dataset(dataset.name, backbone)
@@ -78,18 +86,18 @@ class TrialRunner:
                              ({"train.epochs": params.tune.epochs} if params.tune.epochs else {}))
         device = pick_device(params.train.device)
         model_class, config = get_backbone(backbone), params.backbone_config(backbone)
-        if not model_class.modalities:
+        if variant == "mrdib" and not model_class.modalities:
             raise SystemExit(f"backbone {backbone!r} uses no modality features: there are no MRdIB weights to tune")
         ctx = model_context(params, dataset, "base", device)
         graphs = load_graphs(graphs_file, model_class.graph_key(ctx, config)) if graphs_file \
             else model_class.build_graphs(ctx, config)
         standin = [m for m in dataset.standin_features if m in model_class.modalities]
-        return cls(params, dataset, Path(data_dir), backbone, device, graphs, standin)
+        return cls(params, dataset, Path(data_dir), backbone, variant, device, graphs, standin)
 
     def fit(self, params: Params, on_epoch: Callable[[int, dict, float], None] | None = None) -> Trainer:
         """Train (early stopping on validation, at most params.train.epochs); on_epoch(epoch, record, best)."""
         seed_everything(params.seed)  # every trial starts from the same initialisation and negatives
-        ctx = model_context(params, self.dataset, "mrdib", self.device)
+        ctx = model_context(params, self.dataset, self.variant, self.device)
         ctx.graphs = self.graphs
         model = get_backbone(self.backbone)(ctx, params.backbone_config(self.backbone)).to(self.device)
         evaluator = Evaluator(self.dataset.n_users, self.dataset.n_items, self.dataset.train,
@@ -105,29 +113,41 @@ class TrialRunner:
         return trainer
 
 
-def search_space(params: Params, backbone: str) -> dict[str, tuple[str, float, float]]:
-    """Optuna name -> (params key, low, high), every one log-uniform."""
+def regulariser_key(backbone: str) -> str:
+    """The L2 weight tuned for a backbone: its own reg_weight, else Adam's weight decay."""
+    if "reg_weight" in get_backbone(backbone).Config.model_fields:
+        return f"backbones.{backbone}.reg_weight"
+    return "train.weight_decay"
+
+
+def search_space(params: Params, backbone: str, variant: str = "mrdib") -> dict[str, tuple[str, float, float]]:
+    """Optuna name -> (params key, low, high), every one log-uniform.
+
+    The shared part (lr, regularisation) is the same for both variants; mrdib adds the alphas."""
     cfg = params.tune
-    space = {a: (f"mrdib.{a}", cfg.alpha_low, cfg.alpha_high) for a in ALPHAS}
+    space = {}
     if cfg.tune_lr:
         space["lr"] = ("train.lr", cfg.lr_low, cfg.lr_high)
     if cfg.tune_reg:
-        if "reg_weight" not in get_backbone(backbone).Config.model_fields:
-            raise SystemExit(f"tune.tune_reg: backbone {backbone!r} has no reg_weight")
-        space["reg_weight"] = (f"backbones.{backbone}.reg_weight", cfg.reg_low, cfg.reg_high)
+        space["reg_weight"] = (regulariser_key(backbone), cfg.reg_low, cfg.reg_high)
+    if variant == "mrdib":
+        space |= {a: (f"mrdib.{a}", cfg.alpha_low, cfg.alpha_high) for a in ALPHAS}
+    if not space:
+        raise SystemExit(f"tune: nothing to tune for {backbone}/{variant} (tune.tune_lr and tune.tune_reg are off)")
     return space
 
 
 def study_name(runner: TrialRunner) -> str:
     """<dataset>-<backbone>-<key of the search, the fixed params and the data>."""
     text = json.dumps([search_settings(runner), data_version(runner.data_dir)], sort_keys=True, default=str)
-    return f"{runner.dataset.name}-{runner.backbone}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{runner.dataset.name}-{runner.backbone}-{runner.variant}-{digest}"
 
 
 def search_settings(runner: TrialRunner) -> dict:
     """What a study's trials depend on: tune.* but n_trials / timeout_s / backbones / storage, fixed params."""
-    space = search_space(runner.params, runner.backbone)
-    fixed = {k: v for k, v in resolved_params(runner.params, runner.backbone, "mrdib").items()
+    space = search_space(runner.params, runner.backbone, runner.variant)
+    fixed = {k: v for k, v in resolved_params(runner.params, runner.backbone, runner.variant).items()
              if k not in {key for key, _, _ in space.values()}}
     tune = runner.params.tune.model_dump(exclude={"n_trials", "timeout_s", "backbones", "storage"})
     return flatten("tune", tune) | fixed
@@ -138,14 +158,14 @@ class Objective:
 
     def __init__(self, runner: TrialRunner, study: str, parent: Tracker | None = None, track: bool = True):
         self.runner, self.study, self.parent, self.track = runner, study, parent, track
-        self.space = search_space(runner.params, runner.backbone)
+        self.space = search_space(runner.params, runner.backbone, runner.variant)
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = {key: trial.suggest_float(name, low, high, log=True) for name, (key, low, high) in self.space.items()}
         params = with_values(self.runner.params, values)
         tracker = start_training_run(
             params, dataset=self.runner.dataset.name, data_dir=self.runner.data_dir, backbone=self.runner.backbone,
-            variant="mrdib", device=self.runner.device, standin=self.runner.standin, stage="tune",
+            variant=self.runner.variant, device=self.runner.device, standin=self.runner.standin, stage="tune",
             run_name=f"{self.study}-trial{trial.number}", parent=self.parent,
             extra_tags={"optuna_study": self.study, "optuna_role": "trial", "trial_number": str(trial.number)}) \
             if self.track else Tracker()
@@ -216,13 +236,14 @@ def progress(total: int, metric: str) -> Callable[[optuna.Study, optuna.trial.Fr
     return report
 
 
-def tune(params: Params, data_dir: Path, backbone: str, out: Path, graphs_file: Path | None = None) -> dict:
+def tune(params: Params, data_dir: Path, backbone: str, out: Path, graphs_file: Path | None = None,
+         variant: str = "mrdib") -> dict:
     """Run (or resume) the study; write OUT and its plots; returns OUT's content."""
-    runner = TrialRunner.load(params, data_dir, backbone, graphs_file)
+    runner = TrialRunner.load(params, data_dir, backbone, variant, graphs_file)
     name, cfg, metric = study_name(runner), runner.params.tune, runner.params.train.valid_metric
     study = open_study(runner.params, name)
     parent = Tracker.start(params.tracking, runner.dataset.name, f"tune-{name}",
-                           run_tags(dataset=runner.dataset.name, data_dir=data_dir, backbone=backbone, variant="mrdib",
+                           run_tags(dataset=runner.dataset.name, data_dir=data_dir, backbone=backbone, variant=variant,
                                     seed=params.seed, standin=runner.standin, device=runner.device, stage="tune")
                            | {"optuna_study": name, "optuna_role": "study"},
                            reuse={"optuna_study": name, "optuna_role": "study"},
@@ -257,12 +278,13 @@ def tune(params: Params, data_dir: Path, backbone: str, out: Path, graphs_file: 
 
 def summary(study: optuna.Study, runner: TrialRunner, name: str) -> dict:
     best, cfg = study.best_trial, runner.params.tune
-    space = search_space(runner.params, runner.backbone)
+    space = search_space(runner.params, runner.backbone, runner.variant)
     values = {key: best.params[n] for n, (key, _, _) in space.items()}
+    trials = count(study)
     return {"source": "optuna", "dataset": runner.dataset.name, "backbone": runner.backbone,
-            **{a: values[f"mrdib.{a}"] for a in ALPHAS}, "values": values,
+            "variant": runner.variant, "trials": trials["complete"] + trials["pruned"], "values": values,
             "valid_metric": runner.params.train.valid_metric, "best_value": best.value, "best_trial": best.number,
-            "best_epoch": best.user_attrs.get("best_epoch"), "n_trials": count(study), "study_name": name,
+            "best_epoch": best.user_attrs.get("best_epoch"), "n_trials": trials, "study_name": name,
             "storage": cfg.storage, "seed": runner.params.seed, "epochs_per_trial": runner.params.train.epochs,
             "search": {n: [low, high] for n, (_, low, high) in space.items()}}
 
@@ -305,14 +327,14 @@ def write_plots(study: optuna.Study | None, out: Path, seed: int, target: str = 
     return history, importances
 
 
-def passthrough(params: Params, dataset: str, backbone: str, out: Path, reason: str) -> dict:
-    """The tuned file of an untuned backbone: params.yaml's alphas, written at once."""
-    values = {f"mrdib.{a}": getattr(params.mrdib, a) for a in ALPHAS}
+def passthrough(params: Params, dataset: str, backbone: str, variant: str, out: Path, reason: str) -> dict:
+    """The tuned file of an untuned backbone: a budget of 0 trials, params.yaml's values, written at once."""
+    values = {f"mrdib.{a}": getattr(params.mrdib, a) for a in ALPHAS} if variant == "mrdib" else {}
     result = {"source": "params.yaml", "reason": reason, "dataset": dataset, "backbone": backbone,
-              **{a: getattr(params.mrdib, a) for a in ALPHAS}, "values": values}
+              "variant": variant, "trials": 0, "values": values}
     write_json(out, result)
     write_plots(None, out, params.seed, note=f"not tuned ({reason})")
-    log.info("%s on %s not tuned (%s): params.yaml's alphas written to %s", backbone, dataset, reason, out)
+    log.info("%s/%s on %s not tuned (%s): params.yaml's values written to %s", backbone, variant, dataset, reason, out)
     return result
 
 
@@ -321,7 +343,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="the dataset's name (its .inter file's stem)")
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with <dataset>.inter and *_feat.npy")
     parser.add_argument("--backbone", required=True)
-    parser.add_argument("--out", type=Path, required=True, help="the tuned file, e.g. tuned/<dataset>/<backbone>.json")
+    parser.add_argument("--variant", choices=VARIANTS, default="mrdib",
+                        help="which variant's study (both get the same budget and shared search space)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the tuned file, e.g. tuned/<dataset>/<backbone>-<variant>.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--graphs", type=Path, help="the backbone's fixed graphs from the graphs stage (.npz)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -339,16 +364,17 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params, args.overrides)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.backbone not in params.tune.backbones:
-        passthrough(params, args.dataset, args.backbone, args.out, f"{args.backbone} not in tune.backbones")
+        passthrough(params, args.dataset, args.backbone, args.variant, args.out,
+                    f"{args.backbone} not in tune.backbones")
         return
     if params.tune.n_trials == 0:
-        passthrough(params, args.dataset, args.backbone, args.out, "tune.n_trials is 0")
+        passthrough(params, args.dataset, args.backbone, args.variant, args.out, "tune.n_trials is 0")
         return
     inter = sorted(args.data_dir.glob("*.inter"))
     if [p.stem for p in inter] != [args.dataset]:
         raise SystemExit(f"--dataset {args.dataset} but {args.data_dir} holds {[p.name for p in inter]}")
     started = time.perf_counter()
-    tune(params, args.data_dir, args.backbone, args.out, args.graphs)
+    tune(params, args.data_dir, args.backbone, args.out, args.graphs, args.variant)
     log.info("done in %.1fs", time.perf_counter() - started)
 
 

@@ -13,11 +13,12 @@ from tasks import ablate, evaluate, train
 SEEDS = (1, 2)
 # (folder under the layout, run-name setting, train arguments)
 RUNS = [("runs", "base", ["--variant", "base"]), ("runs", "mrdib", ["--variant", "mrdib"]),
-        ("ablations", "no_kl", ["--variant", "mrdib", "--ablation", "no_kl"])]
+        ("ablations", "no_kl", ["--variant", "mrdib", "--ablation", "no_kl"]),
+        ("ablations", "encoder_only", ["--variant", "mrdib", "--ablation", "encoder_only"])]
 
 
 def trained_layout(tmp_path_factory, data):
-    """runs/, ablations/ and reports/ (Tables 1-3) of tiny 2-epoch VBPR runs, built once per session
+    """runs/, ablations/ and reports/ (Tables 1-2) of tiny 2-epoch VBPR runs, built once per session
     on disk, so test_report.py reuses what this file trained (and the other way round)."""
     root = tmp_path_factory.getbasetemp() / "ablation_layout"
     if (root / "done").exists():
@@ -57,14 +58,15 @@ def hand_computed(root, setting, metric):
 def test_labels_name_the_zeroed_weights():
     assert ablate.setting_label("no_kl") == "w/o KL (α1=0)"
     assert ablate.setting_label("no_redundancy_unique") == "w/o L_R, L_U (α2=α3=0)"
-    assert all(ablate.setting_label(s) for s in ABLATIONS)
+    assert ablate.setting_label("encoder_only") == "encoder only, no MRdIB term (α1=α2=α3=0)"
 
 
 def test_table2_json_matches_the_metrics_files(layout):
     table = json.loads((layout / "reports" / "table2.json").read_text())["tiny"]["vbpr"]
-    assert list(table) == ["mrdib", "no_kl", "base"]
+    assert list(table) == ["mrdib", "no_kl", "encoder_only", "base"]
     for setting in table:
         assert table[setting]["seeds"] == 2
+        assert ("vs_base" in table[setting]) == (setting != "base")
         for metric in ablate.TABLE2_METRICS:
             mean, std = hand_computed(layout, setting, metric)
             cell = table[setting][metric.replace("@", "_at_")]
@@ -76,7 +78,8 @@ def test_table2_json_matches_the_metrics_files(layout):
 def test_table2_markdown_rows_in_order_with_numbers(layout):
     lines = (layout / "reports" / "table2.md").read_text().splitlines()
     rows = [line for line in lines if line.startswith("| tiny | vbpr |")]
-    assert [r.split(" | ")[2] for r in rows] == ["MRdIB (full)", "w/o KL (α1=0)", "base (no MRdIB)"]
+    assert [r.split(" | ")[2] for r in rows] == ["MRdIB (full)", "w/o KL (α1=0)",
+                                                 "encoder only, no MRdIB term (α1=α2=α3=0)", "base (no MRdIB)"]
     mean, std = hand_computed(layout, "no_kl", "recall@20")
     full = hand_computed(layout, "mrdib", "recall@20")[0]
     assert f"{mean:.4f} ± {std:.4f} ({100 * (mean / full - 1):+.1f}%)" in rows[1]
@@ -103,3 +106,21 @@ def test_a_run_whose_alphas_contradict_its_name_is_refused(layout, tmp_path):
     with pytest.raises(SystemExit, match=r"vbpr-no_kl/seed2: named 'no_kl'"):
         ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
                      "--out", str(tmp_path / "reports")])
+
+
+def test_encoder_only_trains_the_encoders_without_any_mrdib_term(layout):
+    """The control differs from base by the layer alone: encoders in the checkpoint, only the
+    backbone's loss terms in the history, and different scores than base."""
+    import torch
+
+    folder = layout / "ablations" / "tiny" / "vbpr-encoder_only" / "seed1"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["keep_encoder"] is True and set(metrics["alphas"].values()) == {0.0}
+    history = json.loads((folder / "history.json").read_text())
+    terms = {k for record in history for k in record if k.startswith("loss/")}
+    assert not terms & {"loss/kl", "loss/mine", "loss/mine_critic", "loss/unique"}, terms
+    state = torch.load(folder / "best.pt", weights_only=True)
+    weights = state.get("model", state)
+    assert any(key.startswith("mrdib.encoders.") for key in weights), list(weights)[:10]
+    base = json.loads((layout / "runs" / "tiny" / "vbpr-base" / "seed1" / "metrics.json").read_text())
+    assert metrics["valid"] != base["valid"]

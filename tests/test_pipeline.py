@@ -22,7 +22,7 @@ def tiny_params(path: Path) -> None:
     params["validate"]["datasets"]["synthetic"].update(image_dim=16, text_dim=8)
     params["tune"].update(backbones=["vbpr"], n_trials=2, epochs=2, startup_trials=1)
     params["pipeline"].update(backbones=["vbpr", "freedom"], references=["pop"], seeds=[1, 2], bootstrap=50,
-                              ablation_backbones=["vbpr"], ablations=["no_kl"])
+                              ablation_backbones=["vbpr"], ablations=["encoder_only"])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -63,9 +63,11 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     assert (work / "mlruns/mlflow.db").exists()   # every run tracked in the workspace's own store
     assert (work / "data/validated/synthetic/validation.json").exists()
     assert (work / "reports/validation/synthetic/index.html").exists()
-    assert json.loads((work / "tuned/synthetic/vbpr.json").read_text())["source"] == "optuna"
-    assert json.loads((work / "tuned/synthetic/freedom.json").read_text())["source"] == "params.yaml"
-    assert "w/o KL" in (work / "reports/table2.md").read_text()
+    for variant in ("base", "mrdib"):   # equal budgets: both variants of vbpr tuned, neither of freedom
+        assert json.loads((work / f"tuned/synthetic/vbpr-{variant}.json").read_text())["trials"] == 2
+        assert json.loads((work / f"tuned/synthetic/freedom-{variant}.json").read_text())["trials"] == 0
+    assert table["synthetic"]["vbpr"]["tuning_trials"] == {"base": 2, "mrdib": 2}
+    assert "encoder only" in (work / "reports/table2.md").read_text()
     report = (work / "reports/report.md").read_text()
     assert "plots/improvement.png" in report and (work / "reports/plots/learning_curves.png").exists()
 

@@ -20,13 +20,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory, tiny_synthetic):
-    """The shared layout plus one tuned-alphas file, then `tasks.report` over all of it."""
+    """The shared layout plus one tuned file, then `tasks.report` over all of it."""
     root = trained_layout(tmp_path_factory, tiny_synthetic)
     tuned = root / "tuned" / "tiny"
     tuned.mkdir(parents=True, exist_ok=True)
-    (tuned / "vbpr.json").write_text(json.dumps({  # the tune stage's layout (tasks.train.read_tuned)
-        "source": "optuna", "values": {"mrdib.alpha1": 0.001, "mrdib.alpha2": 0.05, "mrdib.alpha3": 0.0001},
-        "best_valid_recall_at_20": 0.1234}))
+    (tuned / "vbpr-mrdib.json").write_text(json.dumps({  # the tune stage's layout (tasks.train.read_tuned)
+        "source": "optuna", "variant": "mrdib", "trials": 6, "best_value": 0.1234,
+        "values": {"mrdib.alpha1": 0.001, "mrdib.alpha2": 0.05, "mrdib.alpha3": 0.0001}}))
     report.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
                  "--references", str(root / "references"), "--ablations", str(root / "ablations"),
                  "--reports", str(root / "reports"), "--data-root", str(tiny_synthetic.parent),
@@ -42,13 +42,18 @@ def assert_png(path):
 
 def test_report_includes_every_table_and_section(reported):
     text = (reported / "reports" / "report.md").read_text()
-    for name in ("table1.md", "table2.md", "table3.md"):
+    for name in ("table1.md", "table2.md"):
         assert (reported / "reports" / name).read_text().strip() in text
-    for heading in ("## What was run", "## Table 1", "## Table 2", "## Table 3", "## Tuned alphas", "## Plots"):
+    for heading in ("## What was run", "## Summary", "## Table 1", "## Table 2", "## Time per epoch",
+                    "## Tuning (equal budgets)", "## Plots"):
         assert heading in text
+    assert "benchmarks.speed" in text and "s/epoch" not in text   # no per-epoch seconds of toy runs
     assert "datasets: tiny; backbones: vbpr; seeds: 1, 2." in text
     assert "| runs | tiny | vbpr | mrdib | 1, 2 |" in text and "| ablations | tiny | vbpr | no_kl | 1, 2 |" in text
-    assert "mrdib.alpha1 = 0.001" in text and "best_valid_recall_at_20 = 0.1234" in text and "optuna" in text
+    assert "| tiny | vbpr | mrdib | 6 | optuna | 0.1234 | alpha1 = 0.001, alpha2 = 0.05, alpha3 = 0.0001 |" in text
+    summary = text.split("## Summary")[1].split("## Table 1")[0]
+    table1 = json.loads((reported / "reports" / "table1.json").read_text())["tiny"]["vbpr"]
+    assert f"**{table1['recall_at_20']['verdict']}**" in summary and "| tiny | vbpr | 2 | 0/0 |" in summary
     assert "STAND-IN" not in text  # the tiny dataset has real (synthetic) features
 
 

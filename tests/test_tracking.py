@@ -120,17 +120,24 @@ def test_mlflow_never_breaks_training(problem, tiny_synthetic, tmp_path, monkeyp
     assert len(warnings) == 1 and "training goes on" in warnings[0].getMessage()
 
 
-def test_train_takes_tuned_alphas_for_mrdib_and_ignores_them_for_base(tiny_synthetic, tmp_path, monkeypatch):
+def test_train_takes_each_variants_tuned_values_and_records_the_budget(tiny_synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("MRDIB_TRACKING", "off")
-    tuned = tmp_path / "vbpr.json"
-    values = {"mrdib.alpha1": 0.02, "mrdib.alpha2": 0.003, "mrdib.alpha3": 0.0007}
-    tuned.write_text(json.dumps({"source": "optuna", "values": values}))
-    for variant in ("mrdib", "base"):
+    shared = {"train.lr": 0.004, "backbones.vbpr.reg_weight": 0.03}
+    files = {"mrdib": shared | {"mrdib.alpha1": 0.02, "mrdib.alpha2": 0.003, "mrdib.alpha3": 0.0007}, "base": shared}
+    for variant, values in files.items():
+        tuned = tmp_path / f"vbpr-{variant}.json"
+        tuned.write_text(json.dumps({"source": "optuna", "variant": variant, "trials": 5, "values": values}))
         train_main(["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", variant, "--epochs", "1",
                     "--out", str(tmp_path / variant), "--tuned", str(tuned), "--set", "train.progress=false"])
     mrdib = json.loads((tmp_path / "mrdib" / "metrics.json").read_text())
-    assert mrdib["alphas"] == {"alpha1": 0.02, "alpha2": 0.003, "alpha3": 0.0007}
-    assert json.loads((tmp_path / "base" / "metrics.json").read_text())["alphas"] is None
+    base = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    assert mrdib["alphas"] == {"alpha1": 0.02, "alpha2": 0.003, "alpha3": 0.0007} and base["alphas"] is None
+    assert mrdib["tuning"]["trials"] == base["tuning"]["trials"] == 5
+    assert base["tuning"]["values"] == shared
+    # A tuned file of the other variant is refused: it would silently mix budgets.
+    with pytest.raises(SystemExit, match="tuned for variant 'mrdib', expected 'base'"):
+        train_main(["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", "base", "--epochs", "1",
+                    "--out", str(tmp_path / "wrong"), "--tuned", str(tmp_path / "vbpr-mrdib.json")])
 
 
 def test_tuned_train_values_win_over_dataset_overrides():

@@ -52,8 +52,9 @@ def test_study_sees_validation_only_and_nests_trials_in_mlflow(tiny_synthetic, t
     assert splits and all(s == ["valid"] for s in splits)          # the test split is never evaluated
     assert not any("test" in k for k in keys(json.loads(out.read_text())))
     assert result["source"] == "optuna" and result["n_trials"]["complete"] + result["n_trials"]["pruned"] == 3
-    assert all(1e-4 <= result[a] <= 1e-1 for a in ("alpha1", "alpha2", "alpha3"))
-    assert result["values"]["mrdib.alpha1"] == result["alpha1"] and result["valid_metric"] == "recall@20"
+    assert all(1e-4 <= result["values"][f"mrdib.{a}"] <= 1e-1 for a in ("alpha1", "alpha2", "alpha3"))
+    assert 1e-4 <= result["values"]["train.lr"] <= 3e-2 and "backbones.vbpr.reg_weight" in result["values"]
+    assert result["variant"] == "mrdib" and result["trials"] == 3 and result["valid_metric"] == "recall@20"
     assert (tmp_path / "tuned" / "tiny" / "vbpr_history.png").stat().st_size > 0
     assert (tmp_path / "tuned" / "tiny" / "vbpr_importances.png").stat().st_size > 0
 
@@ -133,29 +134,44 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_synthetic, tmp_path):
     assert "interrupted" in second.stderr or "RUNNING" not in {s for _, s in killed}
 
 
-def test_untuned_backbone_gets_the_params_alphas_at_once(tmp_path):
+def test_base_variant_is_tuned_with_the_same_budget_and_shared_space(tiny_synthetic, tmp_path):
+    out = tmp_path / "tuned" / "tiny" / "vbpr-base.json"
+    result = tune(params(tmp_path), tiny_synthetic, "vbpr", out, variant="base")
+    assert result["variant"] == "base" and result["trials"] == 3
+    assert set(result["values"]) == {"train.lr", "backbones.vbpr.reg_weight"}   # no alphas for base
+    assert "-base-" in result["study_name"]
+
+
+def test_untuned_backbone_gets_a_zero_budget_for_both_variants(tmp_path):
     defaults = load_params(PARAMS)
     for backbone, extra in (("mmgcn", []), ("vbpr", ["--set", "tune.n_trials=0"])):
-        out = tmp_path / "tuned" / f"{backbone}.json"
-        tune_main(["--dataset", "synthetic", "--data-dir", str(tmp_path / "not-needed"), "--backbone", backbone,
-                   "--out", str(out), *extra])
-        tuned = json.loads(out.read_text())
-        assert tuned["source"] == "params.yaml" and tuned["alpha2"] == defaults.mrdib.alpha2
-        assert tuned["values"] == {f"mrdib.{a}": getattr(defaults.mrdib, a) for a in ("alpha1", "alpha2", "alpha3")}
-        assert (tmp_path / "tuned" / f"{backbone}_history.png").exists()
-        assert (tmp_path / "tuned" / f"{backbone}_importances.png").exists()
+        for variant in ("base", "mrdib"):
+            out = tmp_path / "tuned" / f"{backbone}-{variant}.json"
+            tune_main(["--dataset", "synthetic", "--data-dir", str(tmp_path / "not-needed"), "--backbone", backbone,
+                       "--variant", variant, "--out", str(out), *extra])
+            tuned = json.loads(out.read_text())
+            assert tuned["source"] == "params.yaml" and tuned["trials"] == 0 and tuned["variant"] == variant
+            alphas = {f"mrdib.{a}": getattr(defaults.mrdib, a) for a in ("alpha1", "alpha2", "alpha3")}
+            assert tuned["values"] == (alphas if variant == "mrdib" else {})
+            assert (tmp_path / "tuned" / f"{backbone}-{variant}_history.png").exists()
+            assert (tmp_path / "tuned" / f"{backbone}-{variant}_importances.png").exists()
 
 
 def test_search_space_and_its_checks():
     from tasks.config import ParamsError
     from tasks.tune import search_space
 
-    space = search_space(load_params(PARAMS, ["tune.tune_lr=true", "tune.tune_reg=true"]), "vbpr")
+    loaded = load_params(PARAMS, ["tune.tune_lr=true", "tune.tune_reg=true"])
+    space = search_space(loaded, "vbpr")
     assert space == {"alpha1": ("mrdib.alpha1", 1e-4, 1e-1), "alpha2": ("mrdib.alpha2", 1e-4, 1e-1),
-                     "alpha3": ("mrdib.alpha3", 1e-4, 1e-1), "lr": ("train.lr", 1e-4, 1e-2),
-                     "reg_weight": ("backbones.vbpr.reg_weight", 1e-6, 1e-2)}
-    with pytest.raises(SystemExit, match="no reg_weight"):
-        search_space(load_params(PARAMS, ["tune.tune_reg=true"]), "freedom")
+                     "alpha3": ("mrdib.alpha3", 1e-4, 1e-1), "lr": ("train.lr", 1e-4, 3e-2),
+                     "reg_weight": ("backbones.vbpr.reg_weight", 1e-6, 1.0)}
+    base = search_space(loaded, "vbpr", "base")
+    assert base == {k: v for k, v in space.items() if k in ("lr", "reg_weight")}   # the shared part, identical
+    # A backbone without reg_weight regularises through Adam's weight decay, in both variants.
+    assert search_space(loaded, "freedom", "base")["reg_weight"] == ("train.weight_decay", 1e-6, 1.0)
+    with pytest.raises(ParamsError, match="base variant would have nothing to tune"):
+        load_params(PARAMS, ["tune.tune_lr=false", "tune.tune_reg=false"])
     for bad in ("tune.alpha_low=0.5", "tune.backbones=[pop]"):
         with pytest.raises(ParamsError, match="tune"):
             load_params(PARAMS, [bad])
