@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("models.trainer").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    params = load_params(args.params, args.overrides + ([f"tune.epochs={args.epochs}"] if args.epochs else []))
+    # The grid covers the alphas only: Optuna searches the same space (a --set can widen it).
+    alphas_only = ["tune.tune_lr=false", "tune.tune_reg=false"]
+    params = load_params(args.params, alphas_only + args.overrides +
+                         ([f"tune.epochs={args.epochs}"] if args.epochs else []))
     runner = TrialRunner.load(params, dataset_folder(args, params), args.backbone)
     epochs = runner.params.train.epochs
     grid_epochs = args.grid_epochs or epochs

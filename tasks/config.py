@@ -116,9 +116,6 @@ class TuneConfig(StrictConfig):
         if wrong:
             raise ValueError(f"tune.backbones: {wrong} are not multimodal backbones; multimodal: "
                              f"{sorted(b for b, c in BACKBONES.items() if c.modalities)}")
-        if self.n_trials and not (self.tune_lr or self.tune_reg):
-            raise ValueError("tune.tune_lr and tune.tune_reg are both false: the base variant would have nothing "
-                             "to tune, and a budget for MRdIB alone is not a fair comparison")
         return self
 
 

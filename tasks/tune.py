@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     if params.tune.n_trials == 0:
         passthrough(params, args.dataset, args.backbone, args.variant, args.out, "tune.n_trials is 0")
         return
+    if not (params.tune.tune_lr or params.tune.tune_reg):
+        raise SystemExit("tune.tune_lr and tune.tune_reg are both false: the base variant would have nothing to "
+                         "tune, and a budget for MRdIB alone is not a fair comparison (set tune.n_trials=0 for none)")
     inter = sorted(args.data_dir.glob("*.inter"))
     if [p.stem for p in inter] != [args.dataset]:
         raise SystemExit(f"--dataset {args.dataset} but {args.data_dir} holds {[p.name for p in inter]}")

@@ -170,8 +170,9 @@ def test_search_space_and_its_checks():
     assert base == {k: v for k, v in space.items() if k in ("lr", "reg_weight")}   # the shared part, identical
     # A backbone without reg_weight regularises through Adam's weight decay, in both variants.
     assert search_space(loaded, "freedom", "base")["reg_weight"] == ("train.weight_decay", 1e-6, 1.0)
-    with pytest.raises(ParamsError, match="base variant would have nothing to tune"):
-        load_params(PARAMS, ["tune.tune_lr=false", "tune.tune_reg=false"])
+    with pytest.raises(SystemExit, match="base variant would have nothing to tune"):
+        tune_main(["--dataset", "synthetic", "--data-dir", "unused", "--backbone", "vbpr", "--variant", "base",
+                   "--out", "unused.json", "--set", "tune.tune_lr=false", "--set", "tune.tune_reg=false"])
     for bad in ("tune.alpha_low=0.5", "tune.backbones=[pop]"):
         with pytest.raises(ParamsError, match="tune"):
             load_params(PARAMS, [bad])
