@@ -35,7 +35,8 @@ BEFORE = [("download", ["download@{dataset}"]), ("filter", ["filter@{dataset}"])
 PER_BACKBONE = [("graphs", ["graphs@{dataset}-{backbone}"]), ("tune", ["tune@{dataset}-{backbone}"]),
                 ("train", ["train@{dataset}-{backbone}-*"])]
 AFTER = [("references", ["reference@{dataset}-*"]), ("evaluate", ["evaluate"]),
-         ("ablate", ["ablate@{dataset}-*", "ablation_table"]), ("report", ["report"])]
+         ("ablate", ["ablate@{dataset}-*", "ablation_table"]),
+         ("report", ["sweep@*", "sweep_table", "report"])]  # the sweep: its own synthetic data, read by the report
 NOTHING_TO_DO, REFUSED = 99, 2  # tasks.orchestrate's exit codes: no stage matches; parameters refused
 
 

@@ -13,24 +13,28 @@ MRdIB builds on, Williams & Beer 2010):
 
 Users' preferences depend on the informative factors (unique, redundant, synergistic) plus
 an item popularity bias. Each modality's latents are linearly mixed into its feature space
-with noise; text rows are L2-normalised like sentence embeddings. Interactions are sampled
+with noise (`nonlinearity` > 0 first warps them with a random tanh layer that entangles clutter and
+signal; `interactions_per_item` sets n_items from the items' side of sparsity); text rows are L2-normalised like sentence embeddings. Interactions are sampled
 per user without replacement (Gumbel top-k on preference / temperature) and split with the
 protocol's per-user recipe. `structure.json` records the layout, `item_factors.npy` the
-ground-truth informative factors.
+ground-truth informative factors, `item_latents.npz` every planted block of `item_latents()` (clutter
+and the synergy halves included; row i = itemID i), which tasks/probe.py probes the models' latents for.
 
     python -m tasks.synthetic --out data/synthetic [--set synthetic.n_users=500]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.config import StrictConfig
 
@@ -53,6 +57,27 @@ class SyntheticConfig(StrictConfig):
     preference_strength: float = Field(3.0, gt=0)  # scale of user-item affinity
     popularity_std: float = Field(0.5, ge=0)  # std of the item popularity bias
     mean_interactions: float = Field(12.0, ge=5)  # per user, at least 5
+    # The sweep's knobs (tasks/sweep.py); at their defaults the data is bit-identical to the linear generator's.
+    nonlinearity: float = Field(0.0, ge=0, le=1)  # share of the non-linear mix in the features (0: linear only)
+    nonlinear_gain: float = Field(1.0, gt=0)      # scale of the non-linear mix's pre-activations (tanh saturation)
+    interactions_per_item: float | None = Field(None, gt=0)  # target mean per item: sets n_items (None: n_items)
+
+    @model_validator(mode="after")
+    def check_items(self) -> "SyntheticConfig":
+        if self.items() < 60:
+            raise ValueError(f"interactions_per_item {self.interactions_per_item} leaves {self.items()} items "
+                             f"for {self.n_users} users x {self.mean_interactions}: at least 60 needed")
+        return self
+
+    def items(self) -> int:
+        """Items drawn: n_items, or n_users * mean_interactions / interactions_per_item when that is set."""
+        if self.interactions_per_item is None:
+            return self.n_items
+        return int(round(self.n_users * self.mean_interactions / self.interactions_per_item))
+
+    def resolved(self) -> "SyntheticConfig":
+        """This config with n_items = items() (what item_latents and sample_interactions read)."""
+        return self if self.items() == self.n_items else self.model_copy(update={"n_items": self.items()})
 
 
 def split_sizes(n: int) -> tuple[int, int]:
@@ -91,10 +116,29 @@ MODALITY_BLOCKS = {
 }
 
 
-def mix_features(blocks: list[np.ndarray], dim: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+def mix_features(blocks: list[np.ndarray], dim: int, noise: float, rng: np.random.Generator,
+                 nonlinearity: float = 0.0, gain: float = 1.0,
+                 nonlinear_rng: np.random.Generator | None = None) -> np.ndarray:
+    """latent @ mixing + noise. With nonlinearity > 0 the latent is warped first, latent -> (1 - nl) *
+    latent + nl * warp(latent) (warp drawn from `nonlinear_rng`: `rng` draws what it draws at 0), mapped out
+    by the same mixing and rescaled to the linear mix's std, so that the noise keeps its share."""
     latent = np.concatenate(blocks, axis=1)                       # [n_items, k]
     mixing = rng.normal(0.0, 1.0 / np.sqrt(latent.shape[1]), size=(latent.shape[1], dim))
-    return (latent @ mixing + rng.normal(0.0, noise, size=(len(latent), dim))).astype(np.float32)
+    mixed = latent @ mixing
+    if nonlinearity > 0:
+        warped = ((1 - nonlinearity) * latent + nonlinearity * warp(latent, gain, nonlinear_rng)) @ mixing
+        mixed = warped * (mixed.std() / warped.std())
+    return (mixed + rng.normal(0.0, noise, size=(len(latent), dim))).astype(np.float32)
+
+
+def warp(latent: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
+    """tanh(gain * latent @ W / sqrt(k)) with a random square W [k, k], scaled to the latent's std: every
+    unit mixes every latent, clutter included (being larger, the clutter drives tanh's saturation), so no
+    linear map of the features separates clutter from signal; W is invertible (almost surely) and tanh
+    monotone, so a non-linear encoder can still undo the warp."""
+    k = latent.shape[1]
+    hidden = np.tanh(latent @ rng.normal(0.0, gain / np.sqrt(k), size=(k, k)))
+    return hidden * (latent.std() / hidden.std())
 
 
 def informative_factors(latents: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,9 +167,14 @@ def sample_interactions(cfg: SyntheticConfig, factors: np.ndarray, rng: np.rando
 
 def generate(cfg: SyntheticConfig, seed: int) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
     """(interactions with x_label, {"image": ..., "text": ...}, structure record)."""
+    cfg = cfg.resolved()  # n_items from interactions_per_item, where that is set
     rng = np.random.default_rng(seed)
+    # the non-linear mix draws from its own child stream: `rng` draws the same numbers at any nonlinearity,
+    # so latents, interactions and split stay those of the linear data and only the features change
+    warp_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]) if cfg.nonlinearity > 0 else None
     latents = item_latents(cfg, rng)
-    features = {m: mix_features([latents[b] for b in blocks], dim, cfg.feature_noise, rng)
+    features = {m: mix_features([latents[b] for b in blocks], dim, cfg.feature_noise, rng,
+                                cfg.nonlinearity, cfg.nonlinear_gain, warp_rng)
                 for (m, blocks), dim in zip(MODALITY_BLOCKS.items(), (cfg.image_dim, cfg.text_dim))}
     features["text"] /= np.linalg.norm(features["text"], axis=1, keepdims=True)
     factors = informative_factors(latents)
@@ -138,17 +187,32 @@ def generate(cfg: SyntheticConfig, seed: int) -> tuple[pd.DataFrame, dict[str, n
                           "x_label": split_per_user(pairs[:, 0], rng)})
     features = {m: f[used] for m, f in features.items()}
     structure = {"seed": seed, "config": cfg.model_dump(), "n_items_kept": int(len(used)),
+                 "interactions_per_item_kept": round(len(pairs) / len(used), 4),  # over the kept items
                  "modality_latent_blocks": {m: {b: latents[b].shape[1] for b in blocks}
                                             for m, blocks in MODALITY_BLOCKS.items()},
                  "item_factor_columns": _factor_columns(cfg),
                  "notes": "synergy_k = synergy_visual_k * synergy_text_k; nuisance blocks carry no preference"}
-    return frame, features | {"factors": factors[used]}, structure
+    planted = {LATENT + name: block[used] for name, block in latents.items()}  # no random draw: data unchanged
+    return frame, features | {"factors": factors[used]} | planted, structure
 
 
 def _factor_columns(cfg: SyntheticConfig) -> list[str]:
     names = [("unique_visual", cfg.unique_visual), ("unique_text", cfg.unique_text),
              ("redundant", cfg.redundant), ("synergistic", cfg.synergistic)]
     return [f"{name}_{k}" for name, count in names for k in range(count)]
+
+
+LATENT = "latent/"  # generate()'s arrays: "latent/<block>" = that planted block for the kept items
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez with fixed zip timestamps: the same arrays give the same bytes, so DVC sees an unchanged
+    download and does not retrain everything downstream when only the generator's code changed."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
 
 
 def write_dataset(out: Path, frame: pd.DataFrame, arrays: dict[str, np.ndarray], structure: dict) -> None:
@@ -160,6 +224,7 @@ def write_dataset(out: Path, frame: pd.DataFrame, arrays: dict[str, np.ndarray],
     np.save(tmp / "image_feat.npy", arrays["image"])
     np.save(tmp / "text_feat.npy", arrays["text"])
     np.save(tmp / "item_factors.npy", arrays["factors"])
+    save_npz(tmp / "item_latents.npz", {k[len(LATENT):]: v for k, v in arrays.items() if k.startswith(LATENT)})
     (tmp / "structure.json").write_text(json.dumps(structure, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

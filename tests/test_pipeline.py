@@ -23,6 +23,9 @@ def tiny_params(path: Path) -> None:
     params["tune"].update(backbones=["vbpr"], n_trials=2, epochs=2, startup_trials=1)
     params["pipeline"].update(backbones=["vbpr", "freedom"], references=["pop"], seeds=[1, 2], bootstrap=50,
                               ablation_backbones=["vbpr"], ablations=["encoder_only"])
+    params["sweep"].update(backbones=["vbpr"], seeds=[1, 2], epochs=2, workers=1, grid="small")
+    params["sweep"]["grids"]["small"] = {"base": {"n_users": 60, "interactions_per_item": 6.0},
+                                         "vary": {"nonlinearity": [1.0]}}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
