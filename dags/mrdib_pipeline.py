@@ -26,8 +26,9 @@ from airflow.sdk import Param, chain, dag, task
 
 DAG_ID = "mrdib_pipeline"
 # Choices of the form (tests check them against params.yaml and models/registry.py).
-DATASETS = ["synthetic", "baby", "sports", "baby2014"]
+DATASETS = ["synthetic", "baby", "sports", "movielens100k", "baby2014"]
 BACKBONES = ["vbpr", "mmgcn", "dualgnn", "freedom", "mgcn", "soil"]
+DEFAULT_BACKBONES = ["vbpr", "mmgcn", "dualgnn"]  # = params.yaml pipeline.backbones (tests check it)
 VARIANTS = ["base", "mrdib"]
 # Task -> the DVC stages it reproduces (`dvc repro --glob`); {dataset}, {backbone} come from the run.
 BEFORE = [("download", ["download@{dataset}"]), ("filter", ["filter@{dataset}"]),
@@ -36,7 +37,9 @@ PER_BACKBONE = [("graphs", ["graphs@{dataset}-{backbone}"]), ("tune", ["tune@{da
                 ("train", ["train@{dataset}-{backbone}-*"])]
 AFTER = [("references", ["reference@{dataset}-*"]), ("evaluate", ["evaluate"]),
          ("ablate", ["ablate@{dataset}-*", "ablation_table"]),
-         ("report", ["sweep@*", "sweep_table", "report"])]  # the sweep: its own synthetic data, read by the report
+         # reliance: every trained run's modality reliance; the sweep: its own synthetic data; probe: the latents
+         # against the planted blocks; all read by the report
+         ("report", ["reliance", "sweep@*", "sweep_table", "probe", "report"])]
 NOTHING_TO_DO, REFUSED = 99, 2  # tasks.orchestrate's exit codes: no stage matches; parameters refused
 
 
@@ -47,7 +50,7 @@ def choices(default: list, options: list, title: str, description: str) -> Param
 
 PARAMS = {
     "datasets": choices(["synthetic"], DATASETS, "Datasets", "names under `datasets:` in params.yaml"),
-    "backbones": choices(BACKBONES, BACKBONES, "Backbones", "multimodal backbones, one train task each"),
+    "backbones": choices(DEFAULT_BACKBONES, BACKBONES, "Backbones", "multimodal backbones, one train task each"),
     "variants": choices(VARIANTS, VARIANTS, "Variants", "base backbone and/or backbone + MRdIB"),
     "seeds": Param([2025, 2026, 2027, 2028, 2029], type="array", items={"type": "integer", "minimum": 0},
                    minItems=1, uniqueItems=True, title="Seeds",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 from torch import nn
 
 from models.config import StrictConfig
@@ -128,6 +129,22 @@ class Recommender(nn.Module):
             self.prepare_eval()
         user_reps, item_reps = self._eval_cache
         return user_reps[users] @ item_reps.T
+
+
+class DecayingLRConfig(StrictConfig):
+    """The learning-rate schedule keys of a DecayingLR backbone's config (MGCN, SOIL)."""
+
+    lr_decay: float = Field(0.96, gt=0, le=1)  # the learning rate is multiplied by this ...
+    lr_decay_epochs: int = Field(50, ge=1)     # ... every this many epochs (smoothly, epoch by epoch)
+
+
+class DecayingLR(Recommender):
+    """A backbone whose learning rate decays smoothly, lr_e = lr * lr_decay ** ((e - 1) / lr_decay_epochs):
+    by 0.96 every 50 epochs by default, the field's MGCN schedule (MMRec's learning_rate_scheduler
+    [0.96, 50], a LambdaLR of fac ** (epoch / step)). Its Config derives from DecayingLRConfig."""
+
+    def lr_factor(self, epoch: int) -> float:
+        return self.config.lr_decay ** ((epoch - 1) / self.config.lr_decay_epochs)
 
 
 def l2_penalty(*tensors: torch.Tensor) -> torch.Tensor:

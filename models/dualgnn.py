@@ -21,6 +21,16 @@ Deviations, written down:
 - The reference's per-modality item dropout masks are built but never used in propagation;
   they are left out. Its unused item fusion weights (weight_i, only regularised) are left out.
 - BPR uses the natural log (the reference uses log2: a constant factor 1/ln 2).
+- The fusion quirk of the field's reference port (MMRec, src/models/dualgnn.py) is not copied. There
+  the item sum is built as `representation = self.v_rep` and then `representation += self.t_rep`:
+  the `+=` is in place on the tensor that `self.v_rep` also names, so the image representation
+  becomes x_v + x_t before the per-user weighting reads it, and the fused user representation
+  (the one the user-user aggregation then adds to) is alpha_v (x_v + x_t) + alpha_t x_t rather
+  than alpha_v x_v + alpha_t x_t: the text view is counted with weight alpha_v + alpha_t and the
+  learned image weight cannot isolate the image view. Items (x_v + x_t) are as intended. The
+  authors' original code (wqf321/dualgnn, Model.py) sums out of place (`v_rep + a_rep + t_rep`)
+  and has no such aliasing; here the paper's sum_m alpha_{u,m} x_m[u] is used. Read in the
+  released code, not run.
 """
 from __future__ import annotations
 

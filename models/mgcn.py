@@ -16,7 +16,7 @@ modality views plus each view's specific part gated by the user-item view's pref
              + cl * (InfoNCE(side_i+, content_i+) + InfoNCE(side_u, content_u))
 
 The learning rate decays smoothly, lr_e = lr * lr_decay ** ((e - 1) / lr_decay_epochs), i.e. by
-0.96 every 50 epochs as in the field's MGCN configuration.
+0.96 every 50 epochs as in the field's MGCN configuration (models.base.DecayingLR).
 
 MRdIB: z_m = encode(W_m x_m), the Linear projection that feeds the purifier gate; the BPR
 above uses z, so it is L_S; e_u for L_U is final_u.
@@ -36,17 +36,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from models.base import Recommender, l2_penalty, modality_inputs, seeded_embedding
-from models.config import StrictConfig
+from models.base import DecayingLR, DecayingLRConfig, l2_penalty, modality_inputs, seeded_embedding
 from models.graph import knn_graph, normalized_bipartite, SparseGraph
 from models.lightgcn import propagate
 from models.mrdib import bpr_loss
 
 
-class MGCNConfig(StrictConfig):
+class MGCNConfig(DecayingLRConfig):  # + lr_decay, lr_decay_epochs
     knn_k: int = 10               # neighbours per item in each modality's kNN graph
     n_ui_layers: int = 2          # LightGCN layers on the user-item graph
     n_ii_layers: int = 1          # propagation layers on the item-item graphs
@@ -54,8 +52,6 @@ class MGCNConfig(StrictConfig):
     cl_weight: float = 0.01       # weight of the side/content InfoNCE terms
     temperature: float = 0.2      # InfoNCE temperature
     train_features: bool = True   # fine-tune the raw feature tables (as the reference code)
-    lr_decay: float = Field(0.96, gt=0, le=1)  # the learning rate is multiplied by this ...
-    lr_decay_epochs: int = Field(50, ge=1)     # ... every this many epochs (smoothly, epoch by epoch)
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -98,7 +94,7 @@ def gate(d: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
 
 
-class MGCN(Recommender):
+class MGCN(DecayingLR):
     Config = MGCNConfig
     graph_names = ('adjacency', 'item_graph_image', 'item_graph_text')
     graph_params = ('knn_k',)  # the config keys build_graphs reads
@@ -120,9 +116,6 @@ class MGCN(Recommender):
         self.item_graphs = {m: SparseGraph(graphs[f"item_graph_{m}"], ctx.device)
                             for m in self.modalities}                                  # [I, I] each
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
-
-    def lr_factor(self, epoch: int) -> float:
-        return self.config.lr_decay ** ((epoch - 1) / self.config.lr_decay_epochs)
 
     @classmethod
     def build_graphs(cls, ctx, config):

@@ -11,21 +11,23 @@ z_m = W_m x_m, x0 = normalise([p; z_m]). Each layer l:
 Final representation = mean over modalities of the last layer; score = <user, item>;
 L = BPR + reg * (L2 of the batch's ID embeddings and preferences).
 
-MRdIB: z_m = encode(W_m x_m), the projection feeding each modality's GCN; e_u for L_U is
-[x_image[u]; x_text[u]], the per-modality user representations side by side (spec, section 3),
-so the unique head of a modality can read that modality's user representation.
+MRdIB: z_m = encode(W_m x_m), the projection feeding each modality's GCN (the spec's site: z
+replaces the projected features h_m); e_u for L_U is [x_image[u]; x_text[u]], the per-modality
+user representations side by side (spec, section 3), so the unique head of a modality can read
+that modality's user representation.
 
-Known problem, open: on the synthetic default MMGCN + MRdIB falls below the base model (test
-R@20 0.126 vs 0.198, seeds 2024/2025; params.yaml alphas). Seed 2024, valid R@20: base 0.213,
-full MRdIB 0.133, alpha1 = 0 0.179, alpha2 = 0 0.132, alpha3 = 0 0.134 - and alpha1 = 1e-4 0.136,
-alpha1 = 1e-3 0.127: the KL term hurts whatever its weight. Row norms of sigma (noise) and mu at
-the best checkpoint, image / text: alpha1 5e-3: 3.1 vs 2.1 / 4.8 vs 1.0 (z mostly noise);
-alpha1 1e-4: 2.2 vs 19.5 / 2.1 vs 4.8; alpha1 0: 13.4 vs 284 / 0.1 vs 2.2. So noise swamping mu
-explains 5e-3 but not 1e-4, which is as bad; the mechanism is open. Both peak by epoch ~30 (base
-and alpha1 = 0: 134 and 65). Encoding the normalised projection instead (z not normalised) did
-not help: valid 0.123. Scale of the noise between runs: normalising users and items separately,
-the same maths in another summation order, moves base valid R@20 from 0.213 to 0.174, so single
-runs differ by a few hundredths; the MRdIB gap is larger. To try next: log sigma per epoch.
+Why MRdIB hurts this backbone (a known limitation, not fixed): the row normalisation right after
+the projection keeps only the direction of z, so the score gains nothing from |mu| while the KL's
+mu^2 part costs; |mu| shrinks freely, sigma moves to the prior's 1 per dimension, and the
+bottleneck acts only through the noise ratio sigma / |mu|. A direction that survives unit noise in
+latent_dim = 256 dimensions needs |mu| of order 16, a KL of order 128 nats per item and modality,
+so at the default alphas the encoders collapse to the prior and z is mostly noise in training.
+The encoder stays at the spec's site because moving it does not help: after the normalisation the
+GCN's linear layers can undo its scale and the encoders collapse the same way; on the modality's
+output item representation the score keeps the scale, but the encoders collapse there too and a
+linear layer on the item side alone already slows MMGCN's training. Smaller weights (down to the
+bottom of the paper's grid) and dropping the KL did not close the gap either: the remaining terms
+slow MMGCN's training, which already sits on a long validation plateau before it improves.
 
 Deviations from the paper / reference code, written down:
 - The ID embeddings and user preferences are trained. The reference code keeps both in plain

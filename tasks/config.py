@@ -87,6 +87,63 @@ class PipelineConfig(StrictConfig):
         return value
 
 
+class SweepGrid(StrictConfig):
+    """One grid of the sweep (tasks/sweep.py): a base point, and values each varied alone around it."""
+
+    base: dict[str, Any] = Field(default_factory=dict)        # `synthetic:` keys set at the base point
+    vary: dict[str, list[Any]] = Field(default_factory=dict)  # `synthetic:` key -> values, one point each
+
+
+class SweepConfig(StrictConfig):
+    """The sweep stage (tasks/sweep.py): base vs MRdIB across synthetic knobs, paired per seed."""
+
+    backbones: list[str] = ["vbpr", "dualgnn"]  # multimodal backbones, each trained base and mrdib per point and seed
+    seeds: list[int] = Field([11, 12, 13], min_length=2)  # seed s generates the data and trains both variants
+    epochs: int = Field(40, ge=1)              # epoch cap of every model (the dataset's patience stays)
+    workers: int = Field(2, ge=1)              # models trained at once, one torch thread each
+    grid: str = "small"                        # which of `grids` runs
+    grids: dict[str, SweepGrid] = Field(default_factory=lambda: {"small": SweepGrid()})
+
+    @model_validator(mode="after")
+    def check(self) -> "SweepConfig":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"sweep.seeds repeats a seed: {self.seeds}")
+        wrong = [b for b in self.backbones if b not in BACKBONES or not BACKBONES[b].modalities]
+        if wrong or not self.backbones:
+            raise ValueError(f"sweep.backbones: {wrong or 'none'} not multimodal backbones; multimodal: "
+                             f"{sorted(b for b, c in BACKBONES.items() if c.modalities)}")
+        if self.grid not in self.grids:
+            raise ValueError(f"sweep.grid: {self.grid!r} is not one of sweep.grids {sorted(self.grids)}")
+        for name, grid in self.grids.items():
+            unknown = sorted((set(grid.base) | set(grid.vary)) - set(SyntheticConfig.model_fields))
+            if unknown:
+                raise ValueError(f"sweep.grids.{name}: {unknown} are not `synthetic:` keys; known: "
+                                 f"{sorted(SyntheticConfig.model_fields)}")
+        return self
+
+    def points(self, synthetic: SyntheticConfig) -> list[tuple[str | None, Any, SyntheticConfig]]:
+        """(knob, value, data config) of the chosen grid: (None, None, base) first, then each value of each
+        knob of `vary` with every other key at the base point (values equal to the base's are skipped)."""
+        grid = self.grids[self.grid]
+        where = f"sweep.grids.{self.grid}"
+
+        def config(extra: dict, what: str) -> SyntheticConfig:
+            try:
+                return SyntheticConfig(**(synthetic.model_dump() | grid.base | extra))
+            except ValidationError as err:
+                raise ValueError(f"{what}: " + "; ".join(map(describe, err.errors()))) from None
+
+        base = config({}, f"{where}.base")
+        points = [(None, None, base)]
+        for knob, values in grid.vary.items():
+            if getattr(base, knob) is None:
+                raise ValueError(f"{where}.vary.{knob}: the base point has no value of {knob} (set it in "
+                                 f"{where}.base), so its line would have no base point")
+            points += [(knob, value, config({knob: value}, f"{where}.vary.{knob}={value}"))
+                       for value in values if value != getattr(base, knob)]
+        return points
+
+
 class TuneConfig(StrictConfig):
     """The tune stage (tasks/tune.py): Optuna over each variant, equal budgets, on the validation metric only."""
 
@@ -133,6 +190,15 @@ class Params(StrictConfig):
     pipeline: PipelineConfig = PipelineConfig()
     tracking: TrackingConfig = TrackingConfig()
     tune: TuneConfig = TuneConfig()
+    sweep: SweepConfig = SweepConfig()
+
+    @model_validator(mode="after")
+    def check_sweep(self) -> "Params":
+        if self.seed in self.sweep.seeds:
+            raise ValueError(f"sweep.seeds contains {self.seed}, the seed that tunes (`seed`): the sweep's seeds "
+                             f"must differ from it")
+        self.sweep.points(self.synthetic)  # every point of the chosen grid is a valid `synthetic:` config
+        return self
 
     @model_validator(mode="after")
     def check_validate(self) -> "Params":

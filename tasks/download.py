@@ -9,6 +9,10 @@ Sources (the `source` field of `DownloadConfig`):
                  layout (`<name>.inter`, `image_feat.npy`, `text_feat.npy`, optional id mappings).
 - `local`      : a folder on disk with interactions only (e.g. ../shared/data/amazon/baby): the small
                  `.inter`, the id mappings and `item_keywords.tsv` (if any) are copied.
+- `movielens`  : MovieLens ratings and movie texts as RecBole atomic files (`*.inter`, `*.item`;
+                 tasks/movielens.py): copied from the folder `path` (../shared/data/movielens-100k) when it
+                 exists, else the GroupLens archive `urls.archive` is fetched (its md5 and/or sha256
+                 checked), extracted and converted into the same two files.
 
 HTTP downloads stream into `<file>.part` with a progress bar, resume a partial file with a Range
 request, retry with exponential back-off, check sha256 when given (and record the computed hash in
@@ -59,11 +63,12 @@ class _Dropped(ConnectionError):
 
 
 class DownloadConfig(StrictConfig):
-    source: Literal["synthetic", "amazon2014", "prepared", "local"]
+    source: Literal["synthetic", "amazon2014", "prepared", "local", "movielens"]
     category: str | None = None  # amazon2014: the category in the file names, e.g. Baby, Sports_and_Outdoors
-    urls: dict[str, str] = Field(default_factory=dict)  # amazon2014: reviews / meta / images -> URL
-    path: str | None = None      # prepared: folder or archive URL; local: folder
+    urls: dict[str, str] = Field(default_factory=dict)  # amazon2014: reviews / meta / images; movielens: archive
+    path: str | None = None      # prepared: folder or archive URL; local: folder; movielens: folder (tried first)
     sha256: dict[str, str] = Field(default_factory=dict)  # file name -> expected sha256 (optional)
+    md5: dict[str, str] = Field(default_factory=dict)     # file name -> expected md5 (GroupLens publishes md5s)
     retries: int = Field(5, ge=0)       # extra attempts after a dropped connection or a 5xx
     backoff: float = Field(1.0, ge=0)   # seconds before the first retry, doubled each time
     timeout: float = Field(60.0, gt=0)  # seconds without data before an attempt fails
@@ -79,7 +84,28 @@ class DownloadConfig(StrictConfig):
                                  f"known keys {sorted(AMAZON_FILES)}, got {sorted(self.urls)}")
         if self.source in ("prepared", "local") and not self.path:
             raise ValueError(f"source {self.source} needs `path` (a folder, or for prepared an archive URL)")
+        if self.source == "movielens":
+            if set(self.urls) - {"archive"}:
+                raise ValueError(f"source movielens: `urls` takes only 'archive' (the GroupLens zip), "
+                                 f"got {sorted(self.urls)}")
+            if not self.path and not self.urls:
+                raise ValueError("source movielens needs `path` (a folder of RecBole atomic files) "
+                                 "and/or `urls.archive`")
         return self
+
+
+def local_path(text: str | Path) -> Path:
+    """A folder or file named in params.yaml. A relative path is the repository's: inside a `dvc exp run --temp`
+    workspace (<repo>/.dvc/tmp/exps/...) it is resolved against <repo>, not the temporary copy, so that
+    `../shared/...` names the same folder in both."""
+    path = Path(text)
+    if path.is_absolute():
+        return path
+    parts = Path.cwd().resolve().parts
+    for i in range(1, len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i]) / path
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -241,7 +267,7 @@ def copy_local(src: Path, dest: Path) -> list[str]:
 def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[str]:
     """`prepared`: a folder or an archive URL in the field's layout; copies `.inter` + features."""
     if not _is_url(cfg.path):
-        src = Path(cfg.path)
+        src = local_path(cfg.path)
     else:
         staging = dest.with_name(dest.name + ".download")
         archive = staging / Path(urlparse(cfg.path).path).name
@@ -264,6 +290,53 @@ def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True) ->
     return names
 
 
+def check_md5(path: Path, expected: str | None, url: str) -> None:
+    """The file's md5 against `expected` (if any); a mismatch removes the file and names both hashes."""
+    if not expected:
+        return
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    if digest.hexdigest() != expected.lower():
+        path.unlink()
+        raise DownloadError(f"{url}: checksum mismatch: expected md5 {expected.lower()}, got {digest.hexdigest()}; "
+                            f"the file was removed")
+
+
+def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[str]:
+    """`movielens`: the RecBole atomic files of the folder `path` if it exists, else the GroupLens archive
+    (`urls.archive`: fetched, sha256 / md5 checked, extracted, converted by tasks.movielens)."""
+    from tasks.movielens import find_atomic_file, grouplens_to_atomic, read_items, read_ratings
+
+    if cfg.path and local_path(cfg.path).is_dir():
+        src = local_path(cfg.path)
+        files = [find_atomic_file(src, "inter"), find_atomic_file(src, "item")]
+        read_ratings(files[0])  # bad files are refused here, naming the file, line and column
+        read_items(files[1])
+        names = _copy_files(src, dest, files, ())
+        log.info("copied %s from %s to %s", names, src, dest)
+        return names
+    if "archive" not in cfg.urls:
+        raise DataError(f"{cfg.path}: MovieLens folder does not exist, and no `urls.archive` to download instead")
+    if cfg.path:
+        log.warning("%s: no such folder; downloading %s instead", cfg.path, cfg.urls["archive"])
+    url = cfg.urls["archive"]
+    staging = dest.with_name(dest.name + ".download")
+    archive = staging / Path(urlparse(url).path).name
+    fetch(url, archive, cfg.sha256.get(archive.name), **_fetch_options(cfg, progress))
+    check_md5(archive, cfg.md5.get(archive.name), url)
+    extract_archive(archive, staging / "extracted")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    names = grouplens_to_atomic(staging / "extracted", tmp)
+    shutil.copyfile(staging / "checksums.json", tmp / "checksums.json")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    shutil.rmtree(staging)
+    return names
+
+
 def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed: int = 2024,
              synthetic=None, progress: bool = True) -> Path:
     """Bring dataset `name` into `root/name` from `cfg.source`; returns that folder.
@@ -278,8 +351,10 @@ def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed
         download_amazon2014(cfg, dest, progress)
     elif cfg.source == "prepared":
         download_prepared(cfg, dest, progress)
+    elif cfg.source == "movielens":
+        download_movielens(cfg, dest, progress)
     else:
-        copy_local(Path(cfg.path), dest)
+        copy_local(local_path(cfg.path), dest)
     log.info("%s (%s) ready in %s", name, cfg.source, dest)
     return dest
 

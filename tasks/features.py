@@ -7,6 +7,8 @@ Text (`text` field):
   are skipped by their asin). Categories = the item's first category path; missing fields are empty.
 - `keywords`: the same encoder over a per-item file (`itemID asin keywords`, tab-separated, e.g.
   ../shared/data/amazon/sports/item_keywords.tsv). Not the published text: not comparable.
+- `movielens`: the same encoder over "title (year): genre, genre" of each movie, from the raw folder's
+  RecBole atomic `*.item` file (tasks/movielens.py), joined on the raw item_id (`asin` column of the mapping).
 Image (`image` field):
 - `amazon2014`: McAuley's `image_features_<Category>.b` (records: 10-byte asin + 4096 little-endian
   float32), read in chunks; items without an image get the mean vector of those with one.
@@ -48,7 +50,7 @@ Encoder = Callable[[list[str], int, str, bool], np.ndarray]
 
 
 class FeaturesConfig(StrictConfig):
-    text: Literal["metadata", "keywords", "standin"] = "metadata"  # where the item text comes from
+    text: Literal["metadata", "keywords", "movielens", "standin"] = "metadata"  # where the item text comes from
     image: Literal["amazon2014", "standin"] = "amazon2014"         # where the image features come from
     keywords_file: str | None = None  # text keywords: tab-separated `itemID asin keywords`
     batch_size: int = Field(256, ge=1)        # texts per encoder batch
@@ -193,10 +195,19 @@ def text_features(cfg: FeaturesConfig, raw: Path, asins: list[str], seed: int, e
     if cfg.text == "standin":
         return standin_features("text", len(asins), seed), {"source": "standin", "standin": True}
     if cfg.text == "keywords":
-        texts = keyword_texts(Path(cfg.keywords_file), asins)
+        from tasks.download import local_path  # a `dvc exp run --temp` copy resolves it against the repository
+
+        texts = keyword_texts(local_path(cfg.keywords_file), asins)
         info = {"source": "keywords", "file": cfg.keywords_file,
                 "note": "per-item keywords, not title+brand+categories+description: "
                         "not comparable to published numbers"}
+    elif cfg.text == "movielens":
+        from tasks.movielens import find_atomic_file, item_texts
+
+        path = find_atomic_file(raw, "item")
+        texts = item_texts(path, asins)
+        info = {"source": "movielens", "file": path.name, "recipe": "title (year): genres",
+                "example": texts[0] if texts else None}
     else:
         path = find_raw_file(raw, "meta_*.json.gz", "text")
         records = read_metadata(path, set(asins))

@@ -10,6 +10,11 @@ each user's interactions with the protocol's seeded recipe (tasks.synthetic.spli
 
     python -m tasks.filter --dataset baby2014 [--raw data/raw/baby2014] [--out data/prepared/baby2014] [--stats F]
 
+MovieLens ratings (source `movielens`: RecBole atomic `*.inter` in the raw folder, tasks/movielens.py)
+go through the same steps: every rating is an implicit interaction (whatever its value), then the
+k-core, the ids and the split above (`filter_ratings`); `i_id_mapping.csv` keeps the field's header
+`asin itemID`, its `asin` column holding MovieLens's raw item_id.
+
 Sources already split (synthetic, prepared, local) are checked and copied unchanged.
 """
 from __future__ import annotations
@@ -151,7 +156,22 @@ def _check_expected(path: Path, stats: dict) -> None:
 def filter_reviews(raw: Path, out: Path, cfg: FilterConfig = FilterConfig(), seed: int = 2024) -> dict:
     """The whole stage; returns counts (users, items, interactions, train/valid/test, ...)."""
     path = find_reviews_file(raw)
-    reviews = read_reviews(path)
+    stats = core_split_write(read_reviews(path), path, out, cfg, seed)
+    _check_expected(path, stats)
+    return stats
+
+
+def filter_ratings(raw: Path, out: Path, cfg: FilterConfig = FilterConfig(), seed: int = 2024) -> dict:
+    """MovieLens (tasks/movielens.py): every rating of the raw folder's atomic `*.inter` an implicit
+    interaction, then the same k-core, ids and split as filter_reviews; returns the counts."""
+    from tasks.movielens import find_atomic_file, read_ratings
+
+    path = find_atomic_file(raw, "inter")
+    return core_split_write(read_ratings(path), path, out, cfg, seed)
+
+
+def core_split_write(reviews: pd.DataFrame, path: Path, out: Path, cfg: FilterConfig, seed: int) -> dict:
+    """Rows (user, item, rating, timestamp) -> one row per pair -> k-core -> ids -> split -> files; counts."""
     unique = drop_duplicates(reviews)
     kept, passes = k_core(unique, cfg.k_core)
     if kept.empty:
@@ -167,7 +187,6 @@ def filter_reviews(raw: Path, out: Path, cfg: FilterConfig = FilterConfig(), see
              "reviews_read": len(reviews), "duplicates_dropped": len(reviews) - len(unique),
              "k_core": cfg.k_core, "k_core_passes": passes}
     log.info("%s -> %s: %s", path.name, out, stats)
-    _check_expected(path, stats)
     return stats
 
 
@@ -206,8 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
     try:
-        if dataset_config(params, args.dataset).download.source == "amazon2014":
+        source = dataset_config(params, args.dataset).download.source
+        if source == "amazon2014":
             stats = filter_reviews(raw, out, params.filter, params.seed)
+        elif source == "movielens":
+            stats = filter_ratings(raw, out, params.filter, params.seed)
         else:
             stats = copy_split(raw, out)
     except DataError as err:

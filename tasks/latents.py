@@ -17,7 +17,7 @@ import torch
 
 from models.base import Recommender
 from models.data import Dataset, load_dataset
-from models.mrdib import ABLATIONS
+from models.mrdib import ABLATIONS, ablated
 from models.trainer import pick_device
 from tasks.config import Params
 from tasks.evaluate import Run
@@ -67,12 +67,15 @@ def complete(captured: dict, modalities) -> bool:
 
 @torch.no_grad()
 def scoring_items(model) -> np.ndarray:
-    """[n_items, d'] the item representation the model scores with; LatentsUnavailable if it has none (Pop)."""
+    """[n_items, d'] the item representation the model scores with (all_embeddings(), as prepare_eval() keeps
+    it for full_scores: not computed twice after item_latents); LatentsUnavailable if it has none (Pop)."""
     model.eval()
+    cache = getattr(model, "_eval_cache", None)
     try:
-        return model.all_embeddings()[1].float().cpu().numpy()
+        items = cache[1] if cache is not None else model.all_embeddings()[1]
     except NotImplementedError:
         raise LatentsUnavailable(f"{type(model).__name__} has no item representation") from None
+    return items.float().cpu().numpy()
 
 
 @lru_cache(maxsize=4)
@@ -91,10 +94,12 @@ def run_dataset(data_root: Path, run: Run) -> Dataset:
 def load_run_model(params: Params, data_root: Path, graphs_root: Path, run: Run,
                    dataset: Dataset | None = None) -> Recommender:
     """Rebuild the run's model from best.pt (its fixed graphs from the graphs stage's file where there is
-    one), in evaluation mode. An ablation setting (no_kl, ...) is the mrdib variant with its recorded alphas."""
+    one), in evaluation mode. An ablation setting (no_kl, ...) is the mrdib variant, ablated as tasks.train does."""
     params = params.for_dataset(run.dataset, run.backbone).model_copy(update={"seed": run.seed})
-    if run.metrics.get("alphas"):
-        params = params.model_copy(update={"mrdib": params.mrdib.model_copy(update=run.metrics["alphas"])})
+    mrdib = params.mrdib.model_copy(update=run.metrics.get("alphas") or {})
+    if run.variant in ABLATIONS:  # its zeroed weights, and encoder_only's kept encoders
+        mrdib = ablated(mrdib, run.variant)
+    params = params.model_copy(update={"mrdib": mrdib})
     dataset = dataset if dataset is not None else run_dataset(data_root, run)
     device = pick_device(params.train.device)
     graphs = Path(graphs_root) / run.dataset / f"{run.backbone}.npz"

@@ -285,9 +285,47 @@ def build_report(args, params: Params) -> str:
         + include(args.reports / "table2.md", ablate),
         "## Time per epoch\n\n" + TIMING_NOTE,
         "## Tuning (equal budgets)\n\n" + tuned_section(args.tuned, args.reports),
+        "## Probe of the latents\n\n" + probe_section(args.reports),
+        "## Modality reliance\n\n" + reliance_section(args.reports),
+        "## Sweep: when does the bottleneck help?\n\n" + sweep_section(args.reports),
         "## Plots\n\n" + plot_section(args, params, groups["runs"]),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+PROBE_GUIDE = ("How to read it: each R² is how much of a planted block a linear map of the latent recovers on "
+               "held-out items (1: all, 0: no better than the mean); the `features` row is what the raw features "
+               "offered. A bottleneck that works keeps the unique and redundant blocks and drops its own clutter "
+               "(lower clutter R² and clutter share); a single modality cannot hold a_v·a_t linearly by "
+               "construction, so look at its halves a_v, a_t; the canonical correlations measure what the image "
+               "and text latents share.")
+
+
+def probe_section(reports: Path) -> str:
+    """tasks/probe.py's tables (REPORTS/probe.md) and figure (REPORTS/probe.png), after a reading guide."""
+    figure = "\n\n![probe of the latents](probe.png)" if (reports / "probe.png").is_file() else ""
+    return PROBE_GUIDE + "\n\n" + include(reports / "probe.md", "run `python -m tasks.probe`") + figure
+
+
+def reliance_section(reports: Path) -> str:
+    """tasks/reliance.py's table (REPORTS/reliance.md): each modality replaced by its mean at evaluation."""
+    return include(reports / "reliance.md", "run `python -m tasks.reliance`")
+
+
+def sweep_section(reports: Path) -> str:
+    """tasks/sweep.py's record (REPORTS/sweep.json) as text: grid, seeds, budget, table, wins and losses, a
+    reading guide; its plot (REPORTS/sweep.png) copied to REPORTS/plots/sweep.png and shown from there."""
+    from tasks.sweep import markdown  # matplotlib and scipy: already loaded here
+
+    path = reports / "sweep.json"
+    if not path.is_file():
+        return f"_{path} not found: run `python -m tasks.sweep`._"
+    link = None
+    if (reports / "sweep.png").is_file():
+        (reports / "plots").mkdir(parents=True, exist_ok=True)
+        (reports / "plots" / "sweep.png").write_bytes((reports / "sweep.png").read_bytes())
+        link = "plots/sweep.png"
+    return markdown(json.loads(path.read_text()), link)
 
 
 TIMING_NOTE = ("Not reported here: the seconds per epoch of these runs are a few steps on a shared machine, "

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from models.base import DecayingLR
 from models.data import load_dataset
 from models.trainer import seed_everything
 from tasks.config import load_params
@@ -58,9 +59,11 @@ def test_freedom_mrdib_adds_the_fused_head_with_its_weight(tiny_synthetic):
     model.eval()  # z = mu: the same terms on every call
     terms = model.calculate_loss(users, pos, neg)
     assert {"bpr", "modal", "fused", "kl", "unique"} <= set(terms)
+    weight = model.config.fused_weight
+    assert model.mrdib.fused_weight == weight and 0 < weight < 1
     model.mrdib.fused_weight = 1.0
     unweighted = model.calculate_loss(users, pos, neg)["fused"]
-    assert float(terms["fused"]) == pytest.approx(1e-4 * float(unweighted)) and float(unweighted) > 0.1
+    assert float(terms["fused"]) == pytest.approx(weight * float(unweighted)) and float(unweighted) > 0.1
 
 
 def test_node_level_infonce_counts_each_user_and_item_once(tiny_synthetic):
@@ -96,3 +99,13 @@ def test_feature_table_gradient_equals_autograds_dense_gradient_step_after_step(
         torch.testing.assert_close(table.weight.grad, reference.grad)
     frozen = FeatureTable(values, trainable=False)
     assert torch.equal(frozen.rows(torch.tensor([3])), values[[3]]) and not list(frozen.parameters())
+
+
+def test_soil_and_mgcn_share_the_smooth_learning_rate_decay(tiny_synthetic):
+    """lr_e = lr * 0.96 ** ((e - 1) / 50) for both, from params.yaml (one implementation, models.base.DecayingLR)."""
+    for backbone in ("mgcn", "soil"):
+        model, _ = build(tiny_synthetic, backbone)
+        assert isinstance(model, DecayingLR) and "lr_factor" not in vars(type(model))  # inherited, not redefined
+        assert model.lr_factor(1) == 1.0
+        assert model.lr_factor(51) == pytest.approx(0.96)
+        assert model.lr_factor(26) == pytest.approx(0.96 ** 0.5)

@@ -73,6 +73,7 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     assert "encoder only" in (work / "reports/table2.md").read_text()
     report = (work / "reports/report.md").read_text()
     assert "plots/improvement.png" in report and (work / "reports/plots/learning_curves.png").exists()
+    assert "## Modality reliance" in report and "| synthetic | vbpr | image | 2 |" in report  # the reliance stage
 
     again = dvc(work, env, "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
