@@ -63,9 +63,11 @@ PARAMS = {
                       description="trials per dataset, backbone and variant, when tuning"),
     "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device",
                     description="auto takes a GPU where the worker has one"),
-    "train_queue": Param("", type="string", title="Train queue",
+    # nullable, default None: the trigger form treats an empty required string as missing and
+    # disables its Trigger button
+    "train_queue": Param(None, type=["null", "string"], title="Train queue",
                          description="executor queue of GPU workers for graphs/tune/train; empty: the default"),
-    "train_pool": Param("", type="string", title="Train pool",
+    "train_pool": Param(None, type=["null", "string"], title="Train pool",
                         description="Airflow pool for graphs/tune/train; empty: the default pool"),
 }
 DEFAULT_ARGS = {

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ class TrainSettings:
     valid_metric: str
     weight_decay: float = 0.0
     progress: bool = True
+
+
+class CheckpointRefused(RuntimeError):
+    """A checkpoint that cannot be loaded safely (weights_only): refused, never executed or replaced."""
 
 
 @dataclass
@@ -133,7 +138,13 @@ class Trainer:
     def try_resume(self) -> bool:
         if not self.last_path.exists() or self.optimizer is None:
             return False
-        payload = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        try:  # tensors and plain values only: a planted pickle must never run
+            payload = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointRefused(
+                f"{self.last_path}: refused to resume: it holds objects other than tensors and plain values "
+                f"(not written by this trainer?); it was not loaded and is left in place: inspect or delete it. "
+                f"({str(err).splitlines()[0]})") from None
         if payload.get("fingerprint") != self.fingerprint:
             log.warning("%s was written by another configuration: starting afresh", self.last_path)
             self.best_path.unlink(missing_ok=True)
@@ -162,7 +173,7 @@ class Trainer:
             while self.state.epoch < self.settings.epochs and self.state.bad_epochs < self.settings.patience:
                 self.run_epoch()
             if self.best_path.exists():
-                self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
+                self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
         else:
             atomic_torch_save(self.model.state_dict(), self.best_path)
         self.model.eval()

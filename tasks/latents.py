@@ -105,7 +105,7 @@ def load_run_model(params: Params, data_root: Path, graphs_root: Path, run: Run,
     graphs = Path(graphs_root) / run.dataset / f"{run.backbone}.npz"
     variant = "mrdib" if run.variant in ABLATIONS else run.variant
     model = build_model(params, dataset, run.backbone, variant, device, graphs if graphs.is_file() else None)
-    model.load_state_dict(torch.load(run.folder / "best.pt", map_location=device))
+    model.load_state_dict(torch.load(run.folder / "best.pt", map_location=device, weights_only=True))
     return model.eval()
 
 

@@ -87,6 +87,8 @@ def apply(path: Path, conf: dict, validate: bool) -> list[str]:
     yaml = YAML()
     yaml.width = 4096  # never re-wrap the long lines
     yaml.preserve_quotes = True
+    # ruamel writes None as an empty value: keep `null` as written, so the diff holds only the run's keys
+    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = yaml.load(path.read_text())
     changes = []
     for key, value in assignments(conf, doc).items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -102,14 +103,21 @@ def tuned_section(root: Path, report_dir: Path | None = None) -> str:
 
 
 def tuning_plots(files: list[Path], report_dir: Path | None) -> str:
-    """Links to the Optuna history / importance plots the tune stage drew beside each tuned file."""
+    """The Optuna history / importance plots the tune stage drew beside each tuned file, copied into
+    REPORTS/plots/ (so that reports/ is complete on its own) and shown from there."""
     links = []
     for path in files:
         for kind in ("history", "importances"):
             plot = path.with_name(f"{path.stem}_{kind}.png")
-            if plot.exists() and '"optuna"' in path.read_text():
-                target = os.path.relpath(plot, report_dir) if report_dir else plot
-                links.append(f"![{path.parent.name} {path.stem} {kind}]({target})")
+            if not (plot.exists() and '"optuna"' in path.read_text()):
+                continue
+            target = plot
+            if report_dir is not None:
+                target = Path(report_dir) / "plots" / f"tuning_{path.parent.name}_{plot.name}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(plot, target)
+                target = target.relative_to(report_dir)
+            links.append(f"![{path.parent.name} {path.stem} {kind}]({target})")
     return "\n\n" + "\n".join(links) if links else ""
 
 

@@ -53,6 +53,7 @@ from scipy import stats  # noqa: E402
 
 from tasks.config import Params, load_params  # noqa: E402
 from tasks.synthetic import SyntheticConfig, generate, write_dataset  # noqa: E402
+from tasks.train import quiet_loggers  # noqa: E402
 
 log = logging.getLogger("tasks.sweep")
 METRICS = ("recall@20", "ndcg@20")
@@ -429,8 +430,11 @@ def combine(params: Params, folder: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("tasks.train", "models.trainer"):  # per-epoch lines of 84 models: the sweep logs per point
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with quiet_loggers("tasks.train", "models.trainer"):  # per-epoch lines of 84 models: the sweep logs per point
+        run_sweep(args)
+
+
+def run_sweep(args: argparse.Namespace) -> None:
     params = load_params(args.params, args.overrides)
     if args.combine:
         record = combine(params, args.combine)

@@ -377,7 +377,8 @@ def start_training_run(params, *, dataset: str, data_dir: Path, backbone: str, v
     """A run holding the resolved params and tags; its log_epoch is the Trainer's on_epoch."""
     tags = run_tags(dataset=dataset, data_dir=data_dir, backbone=backbone, variant=variant, seed=params.seed,
                     standin=standin, device=device, stage=stage) | (extra_tags or {}) | (supersede or {})
-    tracker = Tracker.start(params.tracking, dataset, run_name or f"{backbone}-{variant}-seed{params.seed}", tags,
+    label = "-".join(filter(None, [backbone, variant, tags.get("ablation")]))  # an ablation is named as one
+    tracker = Tracker.start(params.tracking, dataset, run_name or f"{label}-seed{params.seed}", tags,
                             parent=parent, supersede=supersede)
     tracker.log_params(resolved_params(params, backbone, variant) | (extra_params or {}))
     tracker.log_dict(params.model_dump(mode="json"), "params.json")
@@ -386,7 +387,8 @@ def start_training_run(params, *, dataset: str, data_dir: Path, backbone: str, v
 
 def finish_training_run(tracker: Tracker, params, metrics: dict, history: list[dict], model,
                         tags: dict | None = None) -> None:
-    """Final metrics, learning curve, model + registry version (`<dataset>-<backbone>`, with `tags`), run FINISHED."""
+    """Final metrics, learning curve, model + registry version (`<dataset>-<backbone>`, with `tags`; none for
+    an ablation), run FINISHED."""
     if not tracker.active:
         return
     tracker.log_metrics(final_metrics(metrics))
@@ -396,7 +398,8 @@ def finish_training_run(tracker: Tracker, params, metrics: dict, history: list[d
     tracker.log_dict(metrics, "metrics.json")
     if params.tracking.log_model:
         uri = tracker.log_model(model)
-        if uri and params.tracking.register_models:
+        # an ablation is a diagnostic, not a model to serve: it never competes for `champion`
+        if uri and params.tracking.register_models and not (tags or {}).get("ablation"):
             metric = params.train.valid_metric
             tracker.register(uri, f"{metrics['dataset']}-{metrics['backbone']}",
                              {"variant": metrics["variant"], "seed": metrics["seed"], "dataset": metrics["dataset"],

@@ -25,7 +25,9 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from models.evaluation import Evaluator, summarize
 from models.graph import load_graphs
 from models.mrdib import ABLATIONS, ablated
 from models.registry import BACKBONES, get_backbone
-from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
+from models.trainer import CheckpointRefused, Trainer, TrainSettings, pick_device, seed_everything
 from tasks.config import TRAIN_ON, Params, load_params
 from tasks.tracking import Tracker, finish_training_run, start_training_run, tracking_enabled
 
@@ -266,7 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.variant != "mrdib":
             raise SystemExit("--ablation applies to --variant mrdib only")
         params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
-        tags["ablation"] = args.ablation
+        tags |= {"ablation": args.ablation, "stage": "ablate"}
+    if args.backbone in params.pipeline.references:
+        tags["stage"] = "reference"
     seeds = params.report_seeds() if args.pipeline_seeds else args.seeds
     if seeds is None:  # one run, straight into --out
         train_one(params, args, args.out, args.checkpoints, tags, tuning)
@@ -274,6 +278,22 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(f"seed{seed}")
         train_one(params.model_copy(update={"seed": seed}), args, args.out / folder,
                   args.checkpoints / folder if args.checkpoints else None, tags, tuning)
+
+
+@contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise these loggers to `level` for a block, then put them back: a stage that trains many models
+    (tune, sweep) logs per trial or per point, and must not leave train.log empty for whoever runs
+    next in the same process."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, before):
+            logger.setLevel(old)
 
 
 def train_one(params: Params, args: argparse.Namespace, out: Path, checkpoints: Path | None,
@@ -288,8 +308,11 @@ def train_one(params: Params, args: argparse.Namespace, out: Path, checkpoints: 
     root.addHandler(handler)
     try:
         started = time.perf_counter()
-        run(params, args.data_dir, args.backbone, args.variant, out, args.graphs,
-            track=tracking_enabled(params.tracking), tags=tags, checkpoints=checkpoints, tuning=tuning)
+        try:
+            run(params, args.data_dir, args.backbone, args.variant, out, args.graphs,
+                track=tracking_enabled(params.tracking), tags=tags, checkpoints=checkpoints, tuning=tuning)
+        except CheckpointRefused as err:  # a message, not a traceback: the file is the user's to inspect
+            raise SystemExit(f"error: {err}") from None
         log.info("done in %.1fs; wrote %s", time.perf_counter() - started, out / "metrics.json")
     finally:
         root.removeHandler(handler)

@@ -54,7 +54,7 @@ from models.trainer import NonFiniteLossError, Trainer, pick_device, seed_everyt
 from tasks.config import Params, load_params
 from tasks.tracking import (Tracker, absolute_sqlite, data_version, flatten, metric_key, resolved_params, run_tags,
                             start_training_run)
-from tasks.train import VARIANTS, model_context, train_settings, with_values, write_json
+from tasks.train import VARIANTS, model_context, quiet_loggers, train_settings, with_values, write_json
 
 log = logging.getLogger("tasks.tune")
 ALPHAS = ("alpha1", "alpha2", "alpha3")
@@ -204,9 +204,13 @@ def open_study(params: Params, name: str) -> optuna.Study:
     storage = optuna.storages.RDBStorage(absolute_sqlite(cfg.storage))
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=cfg.startup_trials),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials,
                                            n_warmup_steps=cfg.pruner_warmup_epochs))
+    # A resumed study continues the sampler's sequence instead of restarting it (which would repeat
+    # trial 0's parameters): the seed moves on by the number of trials already in the storage.
+    study.sampler = optuna.samplers.TPESampler(seed=params.seed + len(study.get_trials(deepcopy=False)),
+                                               n_startup_trials=cfg.startup_trials)
+    study.set_metric_names([f"valid {params.train.valid_metric}"])  # not "Objective 0" in the dashboard
     # One worker per study (DVC runs one stage at a time): a RUNNING trial here was killed.
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -359,8 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not args.verbose:
-        logging.getLogger("models.trainer").setLevel(logging.WARNING)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress() writes one line per trial instead
+    with quiet_loggers(*([] if args.verbose else ["models.trainer"])):
+        run_study(args)
+
+
+def run_study(args: argparse.Namespace) -> None:
     params = load_params(args.params, args.overrides)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.backbone not in params.tune.backbones:

@@ -42,6 +42,9 @@ from models.config import StrictConfig
 from models.data import SPLITS, DataError, read_feature_record
 
 log = logging.getLogger(__name__)
+# GX logs ~200 "Skipping registering function" lines at INFO on its first import: quiet before any import
+# of it (the suites import it too); --verbose puts them back
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 INTEGER = r"^\s*\d{1,18}\s*$"  # at most 18 digits: fits int64
 INTEGER_TEXT = "`{}` is a non-negative integer (at most 18 digits)"
@@ -248,7 +251,6 @@ def feature_table(path: Path, n_items: int, dim: int) -> Table:
 def gx_context(docs: Path | None):
     """An in-memory GX context, quiet, with one data docs site at `docs` (if given)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # it logs every registration at INFO
     import great_expectations as gx
     from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
                                                             ProgressBarsConfig)
@@ -425,8 +427,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="holds NAME/NAME.inter ...")
     parser.add_argument("--out", type=Path, default=Path("data/validated"), help="NAME/validation.json goes here")
     parser.add_argument("--docs", type=Path, default=Path("reports/validation"), help="NAME/index.html goes here")
+    parser.add_argument("--verbose", action="store_true", help="Great Expectations' own INFO logging too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.verbose:
+        logging.getLogger("great_expectations").setLevel(logging.NOTSET)
     try:
         params = load_params(args.params)
         dataset_config(params, args.dataset)

@@ -99,6 +99,19 @@ def test_registry_keeps_versions_and_champion_moves_to_a_better_validation_score
 
 
 @pytest.mark.parametrize("problem", ["unreachable", "locked"])
+def test_an_ablation_is_named_and_tagged_as_one_and_never_registered(tiny_synthetic, tmp_path, client):
+    """An ablation must not win `synthetic-<backbone>@champion`, nor look like the full MRdIB run."""
+    train_main(["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", "mrdib", "--seed", "31",
+                "--ablation", "no_kl", "--epochs", "2", "--out", str(tmp_path / "ablation"),
+                "--params", str(PARAMS), "--set", "train.progress=false"])
+    experiment = client.get_experiment_by_name("tiny")
+    (found,) = client.search_runs([experiment.experiment_id], "tags.seed = '31'")
+    assert found.info.run_name == "vbpr-mrdib-no_kl-seed31"
+    assert found.data.tags["stage"] == "ablate" and found.data.tags["ablation"] == "no_kl"
+    versions = client.search_model_versions("name='tiny-vbpr'")
+    assert not [v for v in versions if v.run_id == found.info.run_id]
+
+
 def test_mlflow_never_breaks_training(problem, tiny_synthetic, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tracking, "_BROKEN", set())
     monkeypatch.delenv("MRDIB_TRACKING", raising=False)

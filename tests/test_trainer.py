@@ -208,3 +208,30 @@ def test_compare_trains_each_model_once_and_prints_a_table(tiny_synthetic, tmp_p
     compare_main(args)  # finished models are read back, not trained again
     assert (tmp_path / "vbpr-mrdib" / "seed2024" / "metrics.json").stat().st_mtime_ns == first
     assert "vbpr-mrdib/seed2024" in capsys.readouterr().out
+
+
+class _Payload:
+    """Unpickling this runs `touch <marker>`: what a planted checkpoint would do under weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_planted_checkpoint_is_refused_never_run_nor_replaced(tiny_synthetic, tmp_path):
+    import torch
+
+    checkpoints, marker = tmp_path / "checkpoints", tmp_path / "payload-ran"
+    checkpoints.mkdir()
+    torch.save({"fingerprint": "x", "model": _Payload(marker)}, checkpoints / "last.pt")
+    planted = (checkpoints / "last.pt").read_bytes()
+    with pytest.raises(SystemExit) as refused:
+        train_main(["--data-dir", str(tiny_synthetic), "--backbone", "bprmf", "--epochs", "1", "--out",
+                    str(tmp_path / "run"), "--checkpoints", str(checkpoints), "--params", str(PARAMS),
+                    "--set", "train.progress=false", "--set", "tracking.enabled=false"])
+    assert "last.pt: refused to resume" in str(refused.value.code)
+    assert not marker.exists()                                          # never executed
+    assert (checkpoints / "last.pt").read_bytes() == planted            # never replaced
+    assert not (tmp_path / "run" / "metrics.json").exists()
