@@ -98,7 +98,6 @@ def test_registry_keeps_versions_and_champion_moves_to_a_better_validation_score
     assert json.loads((tmp_path / "registered.json").read_text())["tiny-vbpr"]
 
 
-@pytest.mark.parametrize("problem", ["unreachable", "locked"])
 def test_an_ablation_is_named_and_tagged_as_one_and_never_registered(tiny_synthetic, tmp_path, client):
     """An ablation must not win `synthetic-<backbone>@champion`, nor look like the full MRdIB run."""
     train_main(["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--variant", "mrdib", "--seed", "31",
@@ -112,6 +111,7 @@ def test_an_ablation_is_named_and_tagged_as_one_and_never_registered(tiny_synthe
     assert not [v for v in versions if v.run_id == found.info.run_id]
 
 
+@pytest.mark.parametrize("problem", ["unreachable", "locked"])
 def test_mlflow_never_breaks_training(problem, tiny_synthetic, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tracking, "_BROKEN", set())
     monkeypatch.delenv("MRDIB_TRACKING", raising=False)
