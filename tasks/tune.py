@@ -38,6 +38,7 @@ import json
 import logging
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -210,7 +211,9 @@ def open_study(params: Params, name: str) -> optuna.Study:
     # trial 0's parameters): the seed moves on by the number of trials already in the storage.
     study.sampler = optuna.samplers.TPESampler(seed=params.seed + len(study.get_trials(deepcopy=False)),
                                                n_startup_trials=cfg.startup_trials)
-    study.set_metric_names([f"valid {params.train.valid_metric}"])  # not "Objective 0" in the dashboard
+    with warnings.catch_warnings():  # "experimental" since optuna 3.2, stable in use: not worth a line per study
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([f"valid {params.train.valid_metric}"])  # not "Objective 0" in the dashboard
     # One worker per study (DVC runs one stage at a time): a RUNNING trial here was killed.
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
