@@ -337,6 +337,30 @@ def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True) -
     return names
 
 
+def fetched_names(cfg: DownloadConfig) -> list[str]:
+    """The names of the files this source fetches over the network: what a `sha256:` entry can protect."""
+    if cfg.source == "amazon2014":
+        return [AMAZON_FILES[kind].format(category=cfg.category) for kind in cfg.urls]
+    if cfg.source == "prepared" and _is_url(cfg.path):
+        return [Path(urlparse(cfg.path).path).name]
+    if cfg.source == "movielens" and "archive" in cfg.urls:  # the fallback when the folder is absent
+        return [Path(urlparse(cfg.urls["archive"]).path).name]
+    return []
+
+
+def check_checksum_names(name: str, cfg: DownloadConfig) -> None:
+    """A `sha256:` / `md5:` entry whose file name matches no fetched file would protect nothing, silently:
+    an error. (md5 is checked for the MovieLens archive only.)"""
+    fetched = fetched_names(cfg)
+    allowed = {"sha256": fetched, "md5": fetched if cfg.source == "movielens" else []}
+    for key, names in allowed.items():
+        unmatched = sorted(set(getattr(cfg, key)) - set(names))
+        if unmatched:
+            raise DataError(f"params.yaml datasets.{name}.download.{key}: {unmatched} match no file this "
+                            f"{cfg.source!r} source can check (it fetches {fetched or 'nothing over the network'}); "
+                            "fix the file name or remove the entry")
+
+
 def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed: int = 2024,
              synthetic=None, progress: bool = True) -> Path:
     """Bring dataset `name` into `root/name` from `cfg.source`; returns that folder.
@@ -344,6 +368,7 @@ def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed
     synthetic: a tasks.synthetic.SyntheticConfig for the `synthetic` source (default values if None).
     """
     dest = Path(root) / name
+    check_checksum_names(name, cfg)
     if cfg.source == "synthetic":
         from tasks.synthetic import SyntheticConfig, generate, write_dataset
         write_dataset(dest, *generate(synthetic or SyntheticConfig(), seed))

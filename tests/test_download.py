@@ -132,6 +132,21 @@ def test_amazon2014_files_get_their_canonical_names(server, tmp_path):
     assert record["meta_Baby.json.gz"]["verified"] and not record["reviews_Baby_5.json.gz"]["verified"]
 
 
+def test_a_checksum_for_no_fetched_file_is_refused_before_any_download(server, tmp_path):
+    """A typo in a `sha256:` file name would leave the file it meant to protect unverified."""
+    base, handler = server
+    handler.files |= {"/r.gz": b"reviews", "/m.gz": b"meta"}
+    cfg = DownloadConfig(source="amazon2014", category="Baby", retries=0,
+                         urls={"reviews": f"{base}/r.gz", "meta": f"{base}/m.gz"},
+                         sha256={"meta_baby.json.gz": sha(b"meta")})   # lower-case b: matches nothing
+    with pytest.raises(DataError, match=r"datasets.baby.download.sha256: \['meta_baby.json.gz'\] match no file"):
+        download("baby", cfg, tmp_path, progress=False)
+    assert not (tmp_path / "baby").exists()
+    local = DownloadConfig(source="local", path=str(tmp_path), sha256={"x.inter": "00"})
+    with pytest.raises(DataError, match="nothing over the network"):
+        download("toy", local, tmp_path / "out", progress=False)
+
+
 def _prepared_folder(folder, n_items=3):
     write_inter(folder, GOOD_ROWS, name="toy")
     np.save(folder / "image_feat.npy", np.ones((n_items, 4), np.float32))
