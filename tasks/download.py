@@ -220,6 +220,11 @@ def download_amazon2014(cfg: DownloadConfig, dest: Path, progress: bool = True) 
     return paths
 
 
+def url_file_name(url: str) -> str:
+    """The file name a URL's path ends in: the name a download is saved (and checksummed) under."""
+    return Path(urlparse(url).path).name
+
+
 def _is_url(text: str) -> bool:
     return urlparse(text).scheme in ("http", "https", "file")
 
@@ -270,7 +275,7 @@ def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True) ->
         src = local_path(cfg.path)
     else:
         staging = dest.with_name(dest.name + ".download")
-        archive = staging / Path(urlparse(cfg.path).path).name
+        archive = staging / url_file_name(cfg.path)
         fetch(cfg.path, archive, cfg.sha256.get(archive.name), **_fetch_options(cfg, progress))
         extract_archive(archive, staging / "extracted")
         inter = sorted((staging / "extracted").rglob("*.inter"))
@@ -323,7 +328,7 @@ def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True) -
         log.warning("%s: no such folder; downloading %s instead", cfg.path, cfg.urls["archive"])
     url = cfg.urls["archive"]
     staging = dest.with_name(dest.name + ".download")
-    archive = staging / Path(urlparse(url).path).name
+    archive = staging / url_file_name(url)
     fetch(url, archive, cfg.sha256.get(archive.name), **_fetch_options(cfg, progress))
     check_md5(archive, cfg.md5.get(archive.name), url)
     extract_archive(archive, staging / "extracted")
@@ -342,9 +347,9 @@ def fetched_names(cfg: DownloadConfig) -> list[str]:
     if cfg.source == "amazon2014":
         return [AMAZON_FILES[kind].format(category=cfg.category) for kind in cfg.urls]
     if cfg.source == "prepared" and _is_url(cfg.path):
-        return [Path(urlparse(cfg.path).path).name]
+        return [url_file_name(cfg.path)]
     if cfg.source == "movielens" and "archive" in cfg.urls:  # the fallback when the folder is absent
-        return [Path(urlparse(cfg.urls["archive"]).path).name]
+        return [url_file_name(cfg.urls["archive"])]
     return []
 
 

@@ -27,6 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
+from models.evaluation import mean_and_std
 from models.mrdib import ABLATIONS, KEEPS_ENCODER
 from tasks.train import VARIANTS, write_json
 
@@ -149,8 +150,7 @@ def verdict(low: float, high: float) -> str:
 
 
 def mean_std(runs: list[Run], metric: str) -> tuple[float, float]:
-    values = np.array([r.metrics["test"][metric] for r in runs])
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return mean_and_std([r.metrics["test"][metric] for r in runs])
 
 
 def table1_rows(runs: list[Run], n_boot: int, seed: int) -> list[dict]:

@@ -55,6 +55,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402  (scikit-learn's depen
 
 from models.base import Recommender  # noqa: E402
 from models.data import load_dataset  # noqa: E402
+from models.evaluation import mean_and_std  # noqa: E402
 from models.mrdib import ABLATIONS  # noqa: E402
 from models.registry import get_backbone  # noqa: E402
 from tasks.ablate import write_text  # noqa: E402
@@ -296,9 +297,8 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     def merge(trees: list):
         if isinstance(trees[0], dict):
             return {key: merge([t[key] for t in trees if key in t]) for key in trees[0]}
-        values = np.array(trees, dtype=float)
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        return {"mean": float(np.mean(values)), "std": std, "values": [float(v) for v in values]}
+        mean, std = mean_and_std(trees)
+        return {"mean": mean, "std": std, "values": [float(v) for v in trees]}
 
     return {"seeds": seeds, "n_seeds": len(seeds), **merge([per_seed[s] for s in seeds])}
 

@@ -20,16 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models.evaluation import mean_and_std
 from tasks.config import load_params
 from tasks.tracking import CHAMPION, metric_key, resolve_store
 
 COLUMNS = ["recall@5", "ndcg@5", "recall@20", "ndcg@20"]
-
-
-def sample_std(values: np.ndarray) -> float:
-    """The sample std (ddof 1), as Table 1 prints it; 0 for a single seed."""
-    values = values[~np.isnan(values)]
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def collect(client, dataset: str, backbones: list[str] | None, newest_only: bool) -> dict[str, list[dict]]:
@@ -88,7 +83,7 @@ def summary_lines(rows: list[dict], metric: str) -> list[str]:
                                                             for c in COLUMNS]
         means[variant] = [float(np.nanmean(c)) for c in cells]
         lines.append(f"| {variant} | {len(members)} | "
-                     + " | ".join(f"{np.nanmean(c):.4f} ± {sample_std(c):.4f}" for c in cells) + " |")
+                     + " | ".join("{:.4f} ± {:.4f}".format(*mean_and_std(c[~np.isnan(c)])) for c in cells) + " |")
     if "base" in means and "mrdib" in means:
         change = [(m / b - 1) * 100 if b else float("nan") for m, b in zip(means["mrdib"], means["base"])]
         lines.append("| mrdib vs base | | " + " | ".join(f"{c:+.1f}%" for c in change) + " |")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from models.base import FeatureTable, Recommender
-from models.evaluation import Evaluator, summarize
+from models.evaluation import Evaluator, mean_and_std, summarize
 from models.registry import get_backbone
 from tasks.ablate import write_text
 from tasks.config import Params, load_params
@@ -144,7 +144,8 @@ def aggregate(per_run: dict[tuple, dict]) -> dict:
 
 
 def _mean_std(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    mean, std = mean_and_std(values)
+    return {"mean": mean, "std": std}
 
 
 def _interval(interval: dict) -> dict:

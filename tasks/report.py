@@ -107,9 +107,11 @@ def tuning_plots(files: list[Path], report_dir: Path | None) -> str:
     REPORTS/plots/ (so that reports/ is complete on its own) and shown from there."""
     links = []
     for path in files:
+        if '"optuna"' not in path.read_text():  # a passthrough file (budget 0) has no study to plot
+            continue
         for kind in ("history", "importances"):
             plot = path.with_name(f"{path.stem}_{kind}.png")
-            if not (plot.exists() and '"optuna"' in path.read_text()):
+            if not plot.exists():
                 continue
             target = plot
             if report_dir is not None:

@@ -369,6 +369,9 @@ def markdown(record: dict, plot_link: str | None = None) -> str:
               f"**MRdIB hurts** (interval below 0) in {len(losses)} of {cells}"
               + (": " + "; ".join(losses) if losses else "") + ".",
               f"The other {cells - len(wins) - len(losses)} cells: no difference this sweep can resolve.",
+              *([f"With {len(record['seeds'])} seeds (fewer than the 5 this project asks of a claim), read "
+                 "helps / hurts as where to look next, not as a finding; `-S 'sweep.seeds=[...]'` adds seeds."]
+                if len(record["seeds"]) < 5 else []),
               "",
               GUIDE.format(level=record["level"], n=len(record["seeds"]), dof=len(record["seeds"]) - 1,
                            users=record["points"][0]["synthetic"]["n_users"])]

@@ -176,3 +176,21 @@ def test_search_space_and_its_checks():
     for bad in ("tune.alpha_low=0.5", "tune.backbones=[pop]"):
         with pytest.raises(ParamsError, match="tune"):
             load_params(PARAMS, [bad])
+
+
+def test_a_study_opened_again_does_not_replay_its_first_trials(tmp_path):
+    """Each process opens the study anew: a sampler seeded with `seed` alone would draw trial 0's
+    parameters again after a resume."""
+    from tasks.tune import open_study
+
+    def draw(study):
+        study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)
+        return study.trials[-1].params["x"]
+
+    settings = params(tmp_path)
+    first = draw(open_study(settings, "resumed"))
+    second = draw(open_study(settings, "resumed"))   # as after a kill: a new process, the same storage
+    assert second != first
+    fresh = params(tmp_path / "again")
+    (tmp_path / "again").mkdir()
+    assert draw(open_study(fresh, "resumed")) == first   # the same seed, a new study: the same first draw
