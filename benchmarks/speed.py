@@ -28,13 +28,16 @@ from pathlib import Path
 
 import torch
 
+from config.params import load_params
+from config.sections import MRdIBConfig
 from models.data import load_dataset
 from models.evaluation import Evaluator
-from models.mrdib import MRdIB, MRdIBConfig
-from models.registry import BACKBONES
+from models.mrdib import MRdIB
+from models.registry import backbone_classes
 from models.trainer import Trainer, TrainSettings, seed_everything
-from tasks.config import load_params
-from tasks.train import build_model
+from pipeline.training import build_model
+
+BACKBONES = backbone_classes()
 
 REFERENCE_SECONDS = {"bprmf": 1.0, "lightgcn": 3.3, "vbpr": 6.9, "freedom": 33.0, "evaluation": 4.3}
 

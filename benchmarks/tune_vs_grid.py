@@ -28,12 +28,13 @@ from pathlib import Path
 
 import optuna
 
+from config.params import load_params
 from models.trainer import NonFiniteLossError
-from tasks.config import load_params
-from tasks.synthetic import generate, write_dataset
-from tasks.tracking import data_version
-from tasks.train import with_values, write_json
-from tasks.tune import Objective, TrialRunner
+from pipeline.io import setup_logging, write_json
+from pipeline.synthetic import generate, write_dataset
+from pipeline.tracking import data_version
+from pipeline.training import with_values
+from pipeline.tuning import Objective, TrialRunner
 
 log = logging.getLogger("benchmarks.tune_vs_grid")
 PAPER_GRID = [1e-4, 1e-3, 5e-3, 1e-2, 5e-2]
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid-from", type=Path, help="an earlier OUT whose finished grid is reused")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     logging.getLogger("models.trainer").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The grid covers the alphas only: Optuna searches the same space (a --set can widen it).

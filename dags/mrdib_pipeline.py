@@ -2,7 +2,7 @@
 
 `configure` writes the form's choices into the workspace's params.yaml (as `dvc exp run -S`
 would: the values stay in the working copy, `git diff params.yaml` shows them), then each task
-runs `python -m tasks.orchestrate stage PATTERN...`, i.e. `dvc repro --glob` on its stages:
+runs `python -m tools.orchestrate stage PATTERN...`, i.e. `dvc repro --glob` on its stages:
 download → filter → features → validate → graphs, tune and train (one task per backbone) →
 references → evaluate → ablate → report. A stage that dvc.yaml does not have is a skipped task.
 DVC's cache makes finished stages no-ops, so a retried or re-triggered task redoes only what is
@@ -40,7 +40,7 @@ AFTER = [("references", ["reference@{dataset}-*"]), ("evaluate", ["evaluate"]),
          # reliance: every trained run's modality reliance; the sweep: its own synthetic data; probe: the latents
          # against the planted blocks; all read by the report
          ("report", ["reliance", "sweep@*", "sweep_table", "probe", "report"])]
-NOTHING_TO_DO, REFUSED = 99, 2  # tasks.orchestrate's exit codes: no stage matches; parameters refused
+NOTHING_TO_DO, REFUSED = 99, 2  # tools.orchestrate's exit codes: no stage matches; parameters refused
 
 
 def choices(default: list, options: list, title: str, description: str) -> Param:
@@ -80,7 +80,7 @@ DEFAULT_ARGS = {
 
 
 def orchestrate(command: str, params, run_id: str, *args: str) -> int:
-    """Run `python -m tasks.orchestrate` in the workspace, its output into the task log."""
+    """Run `python -m tools.orchestrate` in the workspace, its output into the task log."""
     import json
     import signal
     import subprocess
@@ -91,7 +91,7 @@ def orchestrate(command: str, params, run_id: str, *args: str) -> int:
     workspace = Variable.get("mrdib_workspace", default=None) or os.environ.get(
         "MRDIB_WORKSPACE", str(Path(__file__).resolve().parents[1]))
     conf = json.dumps({key: params[key] for key in PARAMS if key in params})
-    cmd = [sys.executable, "-m", "tasks.orchestrate", command, "--run-id", run_id, "--conf", conf, *args]
+    cmd = [sys.executable, "-m", "tools.orchestrate", command, "--run-id", run_id, "--conf", conf, *args]
     print(f"[{workspace}] {' '.join(cmd)}", flush=True)
     process = subprocess.Popen(cmd, cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
@@ -114,7 +114,7 @@ def configure(params=None, run_id=None) -> list[str]:
     if code == REFUSED:  # a retry would be refused again
         raise AirflowFailException("the run's parameters were refused (see the log above)")
     if code:
-        raise RuntimeError(f"tasks.orchestrate configure failed with exit code {code} (see the log above)")
+        raise RuntimeError(f"tools.orchestrate configure failed with exit code {code} (see the log above)")
     return list(params["backbones"])
 
 
@@ -132,7 +132,7 @@ def stage(patterns: list[str], backbone: str | None = None, params=None, run_id=
     if code == REFUSED:
         raise AirflowFailException("the run's parameters were refused (see the log above)")
     if code:
-        raise RuntimeError(f"tasks.orchestrate stage failed with exit code {code} (see the log above)")
+        raise RuntimeError(f"tools.orchestrate stage failed with exit code {code} (see the log above)")
 
 
 @dag(dag_id=DAG_ID, schedule=None, catchup=False, max_active_runs=1, params=PARAMS, default_args=DEFAULT_ARGS,

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
 from torch import nn
 
-from models.config import StrictConfig
-from models.mrdib import MRdIB, MRdIBConfig
+from config.backbones import BackboneConfig
+from config.sections import MRdIBConfig
+from models.mrdib import MRdIB
 
 
 @dataclass
@@ -41,13 +41,17 @@ class ModelContext:
 class Recommender(nn.Module):
     """Base class: routes the loss through MRdIB and scores by dot product by default."""
 
-    Config: type[StrictConfig] = StrictConfig
-    modalities: tuple[str, ...] = ()     # features the backbone needs
+    Config: type[BackboneConfig] = BackboneConfig  # its schema in config.backbones
+    modalities: tuple[str, ...] = ()     # features the backbone needs: its Config's (set below)
     trainable = True
     graph_names: tuple[str, ...] = ()    # what build_graphs returns (checked when graphs are handed over)
     graph_params: tuple[str, ...] = ()   # the config keys build_graphs reads
 
-    def __init__(self, ctx: ModelContext, config: StrictConfig):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.modalities = cls.Config.modalities  # one source: the schema, readable without torch
+
+    def __init__(self, ctx: ModelContext, config: BackboneConfig):
         super().__init__()
         missing = [m for m in self.modalities if m not in ctx.features]
         if missing:
@@ -58,12 +62,12 @@ class Recommender(nn.Module):
         self._eval_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
-    def build_graphs(cls, ctx: ModelContext, config: StrictConfig) -> dict[str, sp.csr_matrix]:
+    def build_graphs(cls, ctx: ModelContext, config: BackboneConfig) -> dict[str, sp.csr_matrix]:
         """The fixed (data-determined) graphs the backbone needs, by name; the graphs stage saves them."""
         return {}
 
     @classmethod
-    def graph_key(cls, ctx: ModelContext, config: StrictConfig) -> str:
+    def graph_key(cls, ctx: ModelContext, config: BackboneConfig) -> str:
         """Identifies everything build_graphs reads: backbone, its config, the train pairs, the features."""
         settings = {key: getattr(config, key) for key in cls.graph_params}
         digest = hashlib.sha256(json.dumps([cls.__name__, settings, ctx.n_users, ctx.n_items],
@@ -82,17 +86,19 @@ class Recommender(nn.Module):
             raise ValueError(f"{type(self).__name__}: the given graphs lack {sorted(missing)}")
         return self.ctx.graphs
 
-    def attach_mrdib(self, dims: dict[str, int], user_dim: int, fused_weight: float = 0.0) -> None:
+    def attach_mrdib(self, dims: dict[str, int], user_dim: int | None, fused_weight: float = 0.0) -> None:
         """Build the plug-in (mrdib variant with a non-zero alpha); call after the backbone's own layers.
 
         fused_weight > 0: the backbone's score does not use z, so the plug-in adds the explicit
-        fused L_S head with this weight.
+        fused L_S head with this weight. user_dim None: the backbone gives no user vector e_u.
 
         With every alpha at 0 nothing is built, so the model is exactly the base backbone (even its
-        memory layout, which BLAS kernels can be sensitive to in the last bits).
+        memory layout, which BLAS kernels can be sensitive to in the last bits). With MRdIB active,
+        a modality set other than (image, text) or user_dim None is a ValueError naming the backbone.
         """
         if self.ctx.mrdib is not None and self.ctx.mrdib.active:
-            self.mrdib = MRdIB(dims, user_dim, self.ctx.mrdib, self.ctx.seed, fused_weight=fused_weight)
+            self.mrdib = MRdIB(dims, user_dim, self.ctx.mrdib, self.ctx.seed, fused_weight=fused_weight,
+                               owner=type(self).__name__)
 
     def encode(self, modality: str, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         return self.mrdib.encode(modality, h, items) if self.mrdib is not None else h
@@ -101,7 +107,10 @@ class Recommender(nn.Module):
         """Named loss terms for a batch of (user, positive, negative) triples [b] each."""
         self._eval_cache = None
         terms, user_rep = self.backbone_loss(users, pos, neg)
-        if self.mrdib is not None and user_rep is not None:
+        if self.mrdib is not None:
+            if user_rep is None:
+                raise RuntimeError(f"{type(self).__name__}.backbone_loss gave no user vector, but the MRdIB "
+                                   f"plug-in is attached (attach_mrdib with user_dim None is refused)")
             terms.update(self.mrdib.loss_terms(user_rep, pos, neg))
         return terms
 
@@ -129,13 +138,6 @@ class Recommender(nn.Module):
             self.prepare_eval()
         user_reps, item_reps = self._eval_cache
         return user_reps[users] @ item_reps.T
-
-
-class DecayingLRConfig(StrictConfig):
-    """The learning-rate schedule keys of a DecayingLR backbone's config (MGCN, SOIL)."""
-
-    lr_decay: float = Field(0.96, gt=0, le=1)  # the learning rate is multiplied by this ...
-    lr_decay_epochs: int = Field(50, ge=1)     # ... every this many epochs (smoothly, epoch by epoch)
 
 
 class DecayingLR(Recommender):

@@ -5,13 +5,9 @@ Implicit Feedback", UAI 2009.
 """
 from __future__ import annotations
 
+from config.backbones import BPRMFConfig
 from models.base import Recommender, l2_penalty, seeded_embedding
-from models.config import StrictConfig
 from models.mrdib import bpr_loss
-
-
-class BPRMFConfig(StrictConfig):
-    reg_weight: float = 1e-5  # L2 weight on the batch's user and item embeddings
 
 
 class BPRMF(Recommender):
@@ -30,3 +26,6 @@ class BPRMF(Recommender):
 
     def all_embeddings(self):
         return self.user_emb.weight, self.item_emb.weight
+
+
+BACKBONE = BPRMF

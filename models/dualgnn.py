@@ -38,17 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config.backbones import DualGNNConfig
 from models.base import Recommender, seeded_embedding
-from models.config import StrictConfig
-from models.graph import normalized_bipartite, row_softmax, SparseGraph, user_cooccurrence_graph
+from models.graph import SparseGraph, normalized_bipartite, row_softmax, user_cooccurrence_graph
 from models.mrdib import bpr_loss
-
-
-class DualGNNConfig(StrictConfig):
-    user_k: int = 40              # co-occurring users aggregated per user
-    n_layers: int = 2             # propagation layers on the user-item graph per modality
-    hidden_dim: int = 256         # hidden width of the feature MLP (feat -> hidden -> d)
-    reg_weight: float = 1e-4      # weight of the mean squared preferences and fusion weights
 
 
 def feature_mlp(d_in: int, hidden: int, d: int) -> nn.Module:
@@ -60,7 +53,6 @@ class DualGNN(Recommender):
     Config = DualGNNConfig
     graph_names = ('adjacency', 'user_graph')
     graph_params = ('user_k',)  # the config keys build_graphs reads
-    modalities = ("image", "text")
 
     def __init__(self, ctx, config: DualGNNConfig):
         super().__init__(ctx, config)
@@ -106,3 +98,6 @@ class DualGNN(Recommender):
         terms = {"bpr": bpr_loss((u * item_reps[pos]).sum(-1), (u * item_reps[neg]).sum(-1)),
                  "reg": self.config.reg_weight * reg}
         return terms, u
+
+
+BACKBONE = DualGNN

@@ -84,12 +84,6 @@ def metrics_from_hits(hits: torch.Tensor, n_relevant: torch.Tensor, ks: Sequence
     return {name: out[name] for name in metric_names(ks)}
 
 
-def mean_and_std(values) -> tuple[float, float]:
-    """Mean and sample std (ddof 1) over seeds, the one spread every table prints; std 0 for one seed."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
 def summarize(per_user: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, dict[str, float]]:
     """Means over users of Evaluator.per_user's result: {split: {metric: mean}}."""
     return {split: {m: float(v.mean()) for m, v in values.items()} for split, (_, values) in per_user.items()}

@@ -20,9 +20,8 @@ score does not use z, so it passes `fused_weight` to the plug-in, which adds the
 The fused head is weighted by `fused_weight` (default 1e-2), not 1. z reaches FREEDOM's score only
 through the gradients its BPR terms send into e_u, and FREEDOM itself gives its z-based BPR terms a
 small weight (lambda = 1e-4) for that reason; at weight 1 the head's BPR on features pulls e_u as
-hard as the main loss does. The weight was chosen on validation among {1e-4, 1e-2, 1} (synthetic
-default, seeds 2025-2027, mean valid R@20 0.2719 / 0.2736 / 0.2547): 1e-2 and 1e-4 are within
-run-to-run noise of each other, 1 is lower. This is a deviation from the spec's unweighted L_S.
+hard as the main loss does. The weight was chosen on validation among {1e-4, 1e-2, 1}
+(measurements: docs/experiments.md). This is a deviation from the spec's unweighted L_S.
 
 Deviations, written down:
 - Only the batch's unique items are projected for the auxiliary losses (the reference projects
@@ -38,29 +37,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from config.backbones import FREEDOMConfig
 from models.base import Recommender, modality_inputs, seeded_embedding
-from models.config import StrictConfig
-from models.graph import degree_sensitive_edges, knn_graph, normalized_bipartite, SparseGraph
-from models.lightgcn import propagate
+from models.graph import SparseGraph, degree_sensitive_edges, knn_graph, normalized_bipartite
+from models.layers import propagate
 from models.mrdib import bpr_loss
-
-
-class FREEDOMConfig(StrictConfig):
-    knn_k: int = 10               # neighbours per item in each modality's frozen kNN graph
-    image_weight: float = 0.1     # weight of the image graph in the mixed item graph (text: 1 - it)
-    dropout: float = 0.8          # share of user-item edges pruned each epoch (paper grid {0.8, 0.9})
-    n_ui_layers: int = 2          # LightGCN layers on the user-item graph
-    n_ii_layers: int = 1          # propagation layers on the frozen item-item graph
-    modality_weight: float = 1e-4  # lambda: weight of the per-modality auxiliary BPR losses
-    fused_weight: float = 1e-2    # weight of MRdIB's explicit fused L_S head (see the docstring)
-    train_features: bool = True   # fine-tune the raw feature tables (as the reference code)
 
 
 class FREEDOM(Recommender):
     Config = FREEDOMConfig
     graph_names = ('item_graph', 'adjacency')
     graph_params = ('knn_k', 'image_weight')  # the config keys build_graphs reads
-    modalities = ("image", "text")
 
     def __init__(self, ctx, config: FREEDOMConfig):
         super().__init__(ctx, config)
@@ -118,3 +105,6 @@ class FREEDOM(Recommender):
         terms = {"bpr": bpr_loss((u * item_reps[pos]).sum(-1), (u * item_reps[neg]).sum(-1)),
                  "modal": self.config.modality_weight * auxiliary}
         return terms, u
+
+
+BACKBONE = FREEDOM

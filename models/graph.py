@@ -265,8 +265,8 @@ class SparseGraph:
 
     The backward pass needs A^T @ grad: A^T is built once here (or is A itself when A is
     symmetric), which spares torch's per-step transpose of a CSR tensor. Products run in torch's
-    CSR kernels on every device (on these 2 CPU cores about 1.3-2x faster than scipy's
-    single-threaded product on the Baby graphs).
+    CSR kernels on every device, not scipy's single-threaded product (measurements:
+    docs/experiments.md).
     """
 
     def __init__(self, matrix: sp.spmatrix, device: torch.device | str = "cpu"):
@@ -307,8 +307,8 @@ class GraphFileError(ValueError):
 
 def save_graphs(path, graphs: dict[str, sp.spmatrix], key: str) -> None:
     """Write named CSR matrices and the key of everything they were built from, atomically."""
-    from pathlib import Path
     import os
+    from pathlib import Path
 
     path = Path(path)
     arrays = {"__key__": np.array(key)}

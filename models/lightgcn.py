@@ -7,24 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from config.backbones import LightGCNConfig
 from models.base import Recommender, l2_penalty, seeded_embedding
-from models.config import StrictConfig
 from models.graph import SparseGraph, normalized_bipartite
+from models.layers import propagate
 from models.mrdib import bpr_loss
-
-
-class LightGCNConfig(StrictConfig):
-    n_layers: int = 3         # propagation layers L
-    reg_weight: float = 1e-4  # L2 weight on the batch's layer-0 embeddings
-
-
-def propagate(adjacency: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Mean of [ego, A ego, ..., A^L ego]: [n_nodes, d] -> [n_nodes, d]."""
-    layers, current = [ego], ego
-    for _ in range(n_layers):
-        current = adjacency @ current
-        layers.append(current)
-    return torch.stack(layers).mean(0)
 
 
 class LightGCN(Recommender):
@@ -55,3 +42,6 @@ class LightGCN(Recommender):
                  "reg": self.config.reg_weight * l2_penalty(
                      self.user_emb(users), self.item_emb(pos), self.item_emb(neg))}
         return terms, None
+
+
+BACKBONE = LightGCN

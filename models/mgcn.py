@@ -30,75 +30,24 @@ Deviations from the paper / reference code, written down:
 - The node-level InfoNCE terms run over the distinct users / items of the batch. The reference
   uses one row per triple, so a user or item drawn twice is its own negative (identical rows
   in the denominator); the distinct rows remove those false negatives, and the [b, b] logits
-  shrink to the distinct count (about 11x cheaper at 600 users and batches of 2048).
+  shrink to the distinct count (measurements: docs/experiments.md).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.base import DecayingLR, DecayingLRConfig, l2_penalty, modality_inputs, seeded_embedding
-from models.graph import knn_graph, normalized_bipartite, SparseGraph
-from models.lightgcn import propagate
+from config.backbones import MGCNConfig
+from models.base import DecayingLR, l2_penalty, modality_inputs, seeded_embedding
+from models.graph import SparseGraph, knn_graph, normalized_bipartite
+from models.layers import AttentionFuser, gate, item_graph_view, node_contrast, propagate
 from models.mrdib import bpr_loss
-
-
-class MGCNConfig(DecayingLRConfig):  # + lr_decay, lr_decay_epochs
-    knn_k: int = 10               # neighbours per item in each modality's kNN graph
-    n_ui_layers: int = 2          # LightGCN layers on the user-item graph
-    n_ii_layers: int = 1          # propagation layers on the item-item graphs
-    reg_weight: float = 1e-4      # L2 weight on the batch's final user/item representations
-    cl_weight: float = 0.01       # weight of the side/content InfoNCE terms
-    temperature: float = 0.2      # InfoNCE temperature
-    train_features: bool = True   # fine-tune the raw feature tables (as the reference code)
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE of a[i] against b[i] with the other rows of b as negatives: [n, d] x [n, d] -> []."""
-    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
-    logits = a @ b.T / temperature                                   # [n, n]
-    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
-
-
-def node_contrast(side: torch.Tensor, content: torch.Tensor, users: torch.Tensor, pos: torch.Tensor,
-                  n_users: int, temperature: float) -> torch.Tensor:
-    """InfoNCE of the side vs content views [U+I, d] (users first) over the distinct users and
-    positive items of a batch: a node drawn twice would otherwise be its own negative."""
-    items, users = n_users + pos.unique(), users.unique()
-    return info_nce(side[items], content[items], temperature) + info_nce(side[users], content[users], temperature)
-
-
-class AttentionFuser(nn.Module):
-    """Softmax attention over modality views: list of [n, d] -> common part [n, d]."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
-
-    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
-        weights = torch.softmax(torch.cat([self.query(v) for v in views], dim=-1), dim=-1)  # [n, M]
-        return sum(weights[:, k:k + 1] * v for k, v in enumerate(views))
-
-
-def item_graph_view(items: torch.Tensor, item_graph, user_item, n_layers: int) -> torch.Tensor:
-    """Items [I, d] propagated n_layers on their item graph, users as the aggregate of their
-    items -> [U+I, d], users first (MGCN's and SOIL's modality views)."""
-    for _ in range(n_layers):
-        items = item_graph @ items
-    return torch.cat([user_item @ items, items])
-
-
-def gate(d: int) -> nn.Module:
-    """x [n, d] -> sigmoid(W x + b) [n, d]."""
-    return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
 
 
 class MGCN(DecayingLR):
     Config = MGCNConfig
     graph_names = ('adjacency', 'item_graph_image', 'item_graph_text')
     graph_params = ('knn_k',)  # the config keys build_graphs reads
-    modalities = ("image", "text")
 
     def __init__(self, ctx, config: MGCNConfig):
         super().__init__(ctx, config)
@@ -153,3 +102,6 @@ class MGCN(DecayingLR):
                  "reg": self.config.reg_weight * l2_penalty(u, p, n),
                  "cl": self.config.cl_weight * contrast}
         return terms, u
+
+
+BACKBONE = MGCN

@@ -16,18 +16,10 @@ replaces the projected features h_m); e_u for L_U is [x_image[u]; x_text[u]], th
 user representations side by side (spec, section 3), so the unique head of a modality can read
 that modality's user representation.
 
-Why MRdIB hurts this backbone (a known limitation, not fixed): the row normalisation right after
-the projection keeps only the direction of z, so the score gains nothing from |mu| while the KL's
-mu^2 part costs; |mu| shrinks freely, sigma moves to the prior's 1 per dimension, and the
-bottleneck acts only through the noise ratio sigma / |mu|. A direction that survives unit noise in
-latent_dim = 256 dimensions needs |mu| of order 16, a KL of order 128 nats per item and modality,
-so at the default alphas the encoders collapse to the prior and z is mostly noise in training.
-The encoder stays at the spec's site because moving it does not help: after the normalisation the
-GCN's linear layers can undo its scale and the encoders collapse the same way; on the modality's
-output item representation the score keeps the scale, but the encoders collapse there too and a
-linear layer on the item side alone already slows MMGCN's training. Smaller weights (down to the
-bottom of the paper's grid) and dropping the KL did not close the gap either: the remaining terms
-slow MMGCN's training, which already sits on a long validation plateau before it improves.
+A known limitation with MRdIB, not fixed: the row normalisation right after the projection keeps
+only the direction of z, so the score gains nothing from |mu| while the KL's mu^2 part costs, and
+the bottleneck acts only through the noise ratio sigma / |mu|. The encoder stays at the spec's
+site. Measurements and the alternatives tried: docs/experiments.md.
 
 Deviations from the paper / reference code, written down:
 - The ID embeddings and user preferences are trained. The reference code keeps both in plain
@@ -42,23 +34,14 @@ Deviations from the paper / reference code, written down:
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config.backbones import MMGCNConfig
 from models.base import Recommender, l2_penalty, seeded_embedding
-from models.config import StrictConfig
-from models.graph import bipartite, interaction_matrix, row_normalize, SparseGraph
+from models.graph import SparseGraph, bipartite, interaction_matrix, row_normalize
 from models.mrdib import bpr_loss
-
-
-class MMGCNConfig(StrictConfig):
-    n_layers: int = 2                               # graph convolution layers per modality
-    latent_dim: int = 256                           # width of projected features and user preferences
-    combination: Literal["concat", "add"] = "concat"  # how a layer combines neighbours and the node itself
-    reg_weight: float = 1e-4                        # L2 weight on the batch's ID embeddings and preferences
 
 
 def xavier_linear(d_in: int, d_out: int, bias: bool = True) -> nn.Linear:
@@ -89,7 +72,6 @@ class MMGCN(Recommender):
     Config = MMGCNConfig
     graph_names = ('adjacency',)
     graph_params = ()  # the config keys build_graphs reads
-    modalities = ("image", "text")
 
     def __init__(self, ctx, config: MMGCNConfig):
         super().__init__(ctx, config)
@@ -98,8 +80,8 @@ class MMGCN(Recommender):
         self.preferences = nn.ModuleDict({m: seeded_embedding(ctx.n_users, latent) for m in self.modalities})
         self.projections = nn.ModuleDict({m: xavier_linear(ctx.features[m].shape[1], latent)
                                           for m in self.modalities})
-        self.gcns = nn.ModuleDict({m: nn.ModuleList([MMGCNLayer(latent if l == 0 else d, d, concat)
-                                                     for l in range(config.n_layers)]) for m in self.modalities})
+        self.gcns = nn.ModuleDict({m: nn.ModuleList([MMGCNLayer(latent if layer == 0 else d, d, concat)
+                                                     for layer in range(config.n_layers)]) for m in self.modalities})
         self.adjacency = SparseGraph(self.fixed_graphs()["adjacency"], ctx.device)
         self.attach_mrdib({m: latent for m in self.modalities}, user_dim=d * len(self.modalities))
 
@@ -131,3 +113,6 @@ class MMGCN(Recommender):
                      self.ids(users), self.ids(n_u + pos), self.ids(n_u + neg),
                      *(self.preferences[m](users) for m in self.modalities))}
         return terms, torch.cat([r[users] for r in reps], dim=1)                      # e_u [b, 2d]
+
+
+BACKBONE = MMGCN

@@ -28,46 +28,13 @@ the plug-in never shifts the backbone's random initialisation.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import StrictConfig
-
-MODALITIES = ("image", "text")
-
-
-class MRdIBConfig(StrictConfig):
-    alpha1: float = 0.005     # weight of the KL (information bottleneck) term
-    alpha2: float = 0.05      # weight of the redundancy term I_hat(z_v; z_t)
-    alpha3: float = 0.005     # weight of the unique-information term L_U
-    critic_hidden: int = 64   # hidden width of the MINE critic T
-    mine_clamp: float = 10.0  # |T| is clamped to this to keep exp(T) finite
-    sigma_shift: float = 5.0  # sigma = softplus(W h - shift): small noise at start
-    keep_encoder: bool = False  # build and train the encoders even with every alpha 0 (the encoder_only control)
-
-    @property
-    def active(self) -> bool:
-        return self.keep_encoder or max(self.alpha1, self.alpha2, self.alpha3) > 0
-
-
-# The paper's Table 2: each setting zeroes some of the three weights of the full objective.
-ABLATIONS: dict[str, tuple[str, ...]] = {
-    "no_kl": ("alpha1",),                 # without the information bottleneck
-    "no_redundancy": ("alpha2",),         # without the MINE redundancy term
-    "no_unique": ("alpha3",),             # without the unique-information heads
-    "no_redundancy_unique": ("alpha2", "alpha3"),
-    "encoder_only": ("alpha1", "alpha2", "alpha3"),  # the control: encoders kept, no MRdIB term
-}
-KEEPS_ENCODER = {"encoder_only"}
-
-
-def ablated(config: MRdIBConfig, setting: str) -> MRdIBConfig:
-    """The config with the weights of an ABLATIONS setting set to 0 (encoder_only: encoders kept)."""
-    if setting not in ABLATIONS:
-        raise ValueError(f"unknown ablation {setting!r}; known: {sorted(ABLATIONS)}")
-    return config.model_copy(update={name: 0.0 for name in ABLATIONS[setting]} |
-                             {"keep_encoder": setting in KEEPS_ENCODER})
+from config.backbones import MODALITIES
+from config.sections import MRdIBConfig
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -138,11 +105,24 @@ def head_bpr(weight: torch.Tensor, user: torch.Tensor, z: torch.Tensor, pos_rows
 
 
 class MRdIB(nn.Module):
-    """Gaussian encoders, unique heads and the MINE critic, plus the per-batch latent cache."""
+    """Gaussian encoders, unique heads and the MINE critic, plus the per-batch latent cache.
 
-    def __init__(self, dims: dict[str, int], user_dim: int, config: MRdIBConfig, seed: int,
-                 fused_weight: float = 0.0):
+    Active (config.active), it refuses at construction what it cannot do, rather than dropping terms
+    silently: a modality set other than exactly MODALITIES (L_R is I_hat over that one pair), and
+    user_dim None (a backbone that gives no user vector e_u, which L_U and the fused head score with).
+    `owner` names the backbone in those errors."""
+
+    def __init__(self, dims: dict[str, int], user_dim: int | None, config: MRdIBConfig, seed: int,
+                 fused_weight: float = 0.0, owner: str = "MRdIB"):
         super().__init__()
+        if config.active and sorted(dims) != sorted(MODALITIES):
+            raise ValueError(f"{owner}: the MRdIB plug-in supports exactly the modalities {list(MODALITIES)} "
+                             f"(its redundancy term L_R estimates I(z_image; z_text) over that pair); got "
+                             f"{sorted(dims)}. Use the base variant (every alpha 0, keep_encoder false) instead")
+        if config.active and user_dim is None:
+            raise ValueError(f"{owner} gives no user vector (user_dim None), but the MRdIB plug-in needs e_u for "
+                             f"its unique-information term L_U and the fused L_S head; use the base variant "
+                             f"(every alpha 0, keep_encoder false) for {owner}")
         self.config = config
         generator = torch.Generator().manual_seed(seed + 7919)  # own stream: backbone init unchanged
         with _seeded_init(generator):
@@ -192,7 +172,7 @@ class MRdIB(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if cfg.alpha1 > 0:
             terms["kl"] = cfg.alpha1 * sum(gaussian_kl(mu, sigma).mean() for _, mu, sigma in latents.values())
-        if cfg.alpha2 > 0 and self.critic is not None:
+        if cfg.alpha2 > 0:  # active implies the (image, text) pair, so the critic exists
             terms.update(self._redundancy_terms(latents["image"][0], latents["text"][0]))
         if cfg.alpha3 > 0:
             terms["unique"] = cfg.alpha3 * sum(head_bpr(head.weight, user, latents[m][0], pos_rows, neg_rows)

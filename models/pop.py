@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from config.backbones import PopConfig
 from models.base import Recommender
 
 
 class Pop(Recommender):
+    Config = PopConfig
     trainable = False
 
     def __init__(self, ctx, config):
@@ -23,3 +25,6 @@ class Pop(Recommender):
 
     def prepare_eval(self) -> None:
         """Nothing to precompute."""
+
+
+BACKBONE = Pop

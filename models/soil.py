@@ -57,24 +57,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import DecayingLR, DecayingLRConfig, seeded_embedding
-from models.graph import (bipartite, interaction_matrix, interest_item_graphs, knn_graph, second_order_interest,
-                          symmetric_normalize, SparseGraph)
-from models.lightgcn import propagate
-from models.mgcn import AttentionFuser, gate, info_nce, item_graph_view, node_contrast
+from config.backbones import SOILConfig
+from models.base import DecayingLR, seeded_embedding
+from models.graph import (
+    SparseGraph,
+    bipartite,
+    interaction_matrix,
+    interest_item_graphs,
+    knn_graph,
+    second_order_interest,
+    symmetric_normalize,
+)
+from models.layers import AttentionFuser, gate, info_nce, item_graph_view, node_contrast, propagate
 from models.mrdib import bpr_loss
-
-
-class SOILConfig(DecayingLRConfig):  # + lr_decay, lr_decay_epochs
-    knn_k: int = 10                   # neighbours per item in each modality's similarity graph
-    interest_k: int = 10              # interest items per user and modality (interest-aware item graphs)
-    second_order_k: int = 10          # second-order items linked to each user
-    second_order_weight: float = 0.5  # weight of the normalised second-order graph added to the user-item graph
-    n_ui_layers: int = 2              # LightGCN layers on the augmented user-item graph
-    n_ii_layers: int = 1              # propagation layers on the item-item graphs
-    cl_weight: float = 0.01           # weight of the item-item level InfoNCE (side vs content views)
-    cl_ui_weight: float = 0.01        # weight of the user-item level InfoNCE (user vs item views)
-    temperature: float = 0.2          # InfoNCE temperature
 
 
 def second_order_adjacency(ctx, config: SOILConfig):
@@ -98,7 +93,6 @@ class SOIL(DecayingLR):
     Config = SOILConfig
     graph_names = ('adjacency', 'item_graph_image', 'item_graph_text')
     graph_params = ('knn_k', 'interest_k', 'second_order_k', 'second_order_weight')  # the config keys build_graphs reads
-    modalities = ("image", "text")
 
     def __init__(self, ctx, config: SOILConfig):
         super().__init__(ctx, config)
@@ -150,3 +144,6 @@ class SOIL(DecayingLR):
                  "cl": cfg.cl_weight * item_level,
                  "cl_ui": cfg.cl_ui_weight * user_level}
         return terms, u
+
+
+BACKBONE = SOIL

@@ -113,8 +113,8 @@ class Trainer:
         self.rng = np.random.default_rng([seed, 17])
         self.sampler = NegativeSampler(train, model.ctx.n_items, self.rng)
         params = [p for p in model.parameters() if p.requires_grad]
-        # fused: one kernel over every tensor per step. The default for-loop Adam on CPU runs
-        # ~8 passes per tensor and was 44% of a FREEDOM step (its fine-tuned 7050 x 4096 table).
+        # fused: one kernel over every tensor per step, where the default for-loop Adam on CPU
+        # makes several passes per tensor (measurements: docs/experiments.md).
         self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True) \
             if params and model.trainable else None
         self.state = TrainState()
@@ -169,9 +169,7 @@ class Trainer:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.optimizer is not None:
-            self.try_resume()
-            while self.state.epoch < self.settings.epochs and self.state.bad_epochs < self.settings.patience:
-                self.run_epoch()
+            self.train()
             if self.best_path.exists():
                 self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
         else:
@@ -179,6 +177,14 @@ class Trainer:
         self.model.eval()
         self.model.prepare_eval()
         return self.evaluator.per_user(self.model.full_scores, ("valid", "test"))
+
+    def train(self) -> None:
+        """The one training loop (fit and the tuner's trials alike): resume from last.pt when there is
+        one, then epochs until the epoch cap or `patience` epochs without a better validation score."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.try_resume()
+        while self.state.epoch < self.settings.epochs and self.state.bad_epochs < self.settings.patience:
+            self.run_epoch()
 
     def run_epoch(self) -> None:
         epoch = self.state.epoch + 1

@@ -16,18 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from config.backbones import VBPRConfig
 from models.base import Recommender, l2_penalty, seeded_embedding
-from models.config import StrictConfig
 from models.mrdib import bpr_loss
-
-
-class VBPRConfig(StrictConfig):
-    reg_weight: float = 1e-5  # L2 weight on the batch's user and item vectors
 
 
 class VBPR(Recommender):
     Config = VBPRConfig
-    modalities = ("image", "text")
 
     def __init__(self, ctx, config: VBPRConfig):
         super().__init__(ctx, config)
@@ -67,3 +62,6 @@ class VBPR(Recommender):
         users = torch.cat([self.user_id.weight, self.user_content.weight], dim=-1)
         items = torch.cat([self.item_id.weight, self.item_content(None)], dim=-1)
         return users, items
+
+
+BACKBONE = VBPR

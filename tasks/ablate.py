@@ -1,144 +1,15 @@
-"""Collect the ablation runs into the paper's Table 2 (which part of the MRdIB objective matters).
+"""Stage `ablate@<dataset>-<backbone>-<ablation>`: the mrdib variant with some alphas at 0 (the paper's
+Table 2; `config.sections.ABLATIONS`), with the mrdib variant's tuned values, for every seed of
+`pipeline.seeds`. Its MLflow runs are tagged stage=ablate and never registered.
 
-    python -m tasks.ablate --runs runs --ablations ablations --out reports
-
-For every dataset and backbone under ABLATIONS/ (folders `<dataset>/<backbone>-<setting>/seed<N>/`,
-setting one of models.mrdib.ABLATIONS, as written by `python -m tasks.train --ablation`), the
-table has one row for the full MRdIB run and the base run (both from RUNS/, the main matrix)
-and one per ablation setting: test Recall and NDCG @5, @10, @20 as mean +- std over seeds, the
-change of each mean relative to full MRdIB, and the 95% interval of (setting - base) Recall@20
-(two-way paired bootstrap over seeds and users, as Table 1). Every ablation trains with full
-MRdIB's tuned values (learning rate, regularisation, alphas) and zeroes what its name says.
-
-The control `encoder_only` keeps the Gaussian encoders (sampled in training, mu at evaluation)
-with no MRdIB term: base -> encoder_only is what the extra layer does, encoder_only -> MRdIB
-what the objective does. Writes OUT/table2.md and OUT/table2.json.
+    python -m tasks.ablate --data-dir data/prepared/synthetic --backbone vbpr --variant mrdib \
+        --ablation no_kl --out DIR
 """
-from __future__ import annotations
-
-import argparse
-import json
-import os
-from pathlib import Path
-
-from models.mrdib import ABLATIONS
-from tasks.evaluate import (MARKS, Run, RunError, load_runs, mean_std, seed_user_differences, two_way_bootstrap,
-                            verdict)
-from tasks.train import write_json
-
-TABLE2_METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("recall", "ndcg")]
-# What each setting removes, in the paper's words; the alphas it zeroes come from ABLATIONS.
-REMOVED = {"no_kl": "w/o KL", "no_redundancy": "w/o L_R", "no_unique": "w/o L_U",
-           "no_redundancy_unique": "w/o L_R, L_U", "encoder_only": "encoder only, no MRdIB term"}
-INTERVAL_METRIC = "recall@20"  # the (setting - base) interval of each row
-
-
-def setting_label(setting: str) -> str:
-    """'no_kl' -> 'w/o KL (α1=0)'; 'mrdib' and 'base' name the two ends of the table."""
-    if setting == "mrdib":
-        return "MRdIB (full)"
-    if setting == "base":
-        return "base (no MRdIB)"
-    zeroed = "=".join(f"α{name[-1]}" for name in ABLATIONS[setting])
-    return f"{REMOVED.get(setting, setting)} ({zeroed}=0)"
-
-
-def settings_in_order() -> list[str]:
-    return ["mrdib", *ABLATIONS, "base"]
-
-
-def table2_rows(main_runs: list[Run], ablation_runs: list[Run], n_boot: int = 1000, seed: int = 0) -> list[dict]:
-    """One row per (dataset, backbone, setting) of the ablation groups, full MRdIB first, base last."""
-    rows = []
-    for dataset, backbone in sorted({(r.dataset, r.backbone) for r in ablation_runs}):
-        group = [r for r in main_runs + ablation_runs if (r.dataset, r.backbone) == (dataset, backbone)]
-        full = [r for r in group if r.variant == "mrdib"]
-        base = [r for r in group if r.variant == "base"]
-        for setting in settings_in_order():
-            picked = [r for r in group if r.variant == setting]
-            if not picked:
-                continue
-            row = {"dataset": dataset, "backbone": backbone, "setting": setting, "label": setting_label(setting),
-                   "seeds": sorted(r.seed for r in picked), "alphas": picked[0].metrics.get("alphas")}
-            if base and setting != "base":
-                if sorted(r.seed for r in base) != row["seeds"]:
-                    raise RunError(f"unpaired seeds: {base[0].folder.parent} has {sorted(r.seed for r in base)}, "
-                                   f"{picked[0].folder.parent} has {row['seeds']}")
-                low, high = two_way_bootstrap(seed_user_differences(base, picked, INTERVAL_METRIC), n_boot, seed)
-                row["vs_base"] = {"metric": INTERVAL_METRIC, "ci_low": low, "ci_high": high,
-                                  "verdict": verdict(low, high)}
-            for metric in TABLE2_METRICS:
-                mean, std = mean_std(picked, metric)
-                reference = mean_std(full, metric)[0] if full else None
-                change = 100 * (mean / reference - 1) if reference else None
-                row[metric] = {"mean": mean, "std": std, "change_pct": change}
-            rows.append(row)
-    return rows
-
-
-def format_table2(rows: list[dict]) -> str:
-    header = " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG") for m in TABLE2_METRICS)
-    lines = [f"| dataset | backbone | setting | seeds | {header} | 95% CI of R@20 − base |",
-             "|---" * (5 + len(TABLE2_METRICS)) + "|"]
-    for r in rows:
-        cells = []
-        for metric in TABLE2_METRICS:
-            value = r[metric]
-            change = "" if r["setting"] == "mrdib" or value["change_pct"] is None else f" ({value['change_pct']:+.1f}%)"
-            cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}{change}")
-        interval = r.get("vs_base")
-        ci = "–" if interval is None else (f"[{interval['ci_low']:+.4f}, {interval['ci_high']:+.4f}]"
-                                            f"{MARKS[interval['verdict']]}")
-        lines.append(f"| {r['dataset']} | {r['backbone']} | {r['label']} | {len(r['seeds'])} | {' | '.join(cells)} "
-                     f"| {ci} |")
-    return "\n".join(lines)
-
-
-def nested(rows: list[dict]) -> dict:
-    """{dataset: {backbone: {setting: {seeds, recall_at_10: {mean, std, change_pct}, ...}}}} for `dvc metrics`."""
-    out: dict = {}
-    for r in rows:
-        values = {"seeds": len(r["seeds"]), **{m.replace("@", "_at_"): r[m] for m in TABLE2_METRICS}}
-        if "vs_base" in r:
-            values["vs_base"] = r["vs_base"]
-        out.setdefault(r["dataset"], {}).setdefault(r["backbone"], {})[r["setting"]] = values
-    return out
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary name, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from pipeline.training import command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="main matrix (full MRdIB and base)")
-    parser.add_argument("--ablations", type=Path, default=Path("ablations"), help="ablation matrix")
-    parser.add_argument("--out", type=Path, default=Path("reports"))
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        ablation_runs = load_runs(args.ablations, ABLATIONS)
-        main_runs = load_runs(args.runs, ("base", "mrdib"))
-    except RunError as err:
-        raise SystemExit(str(err)) from None
-    if not ablation_runs:
-        raise SystemExit(f"{args.ablations}: no ablation runs found "
-                         f"(expected <dataset>/<backbone>-<setting>/seed<N>/, setting in {sorted(ABLATIONS)})")
-    try:
-        rows = table2_rows(main_runs, ablation_runs, args.bootstrap, args.seed)
-    except RunError as err:
-        raise SystemExit(f"Table 2 refused: {err}") from None
-    standin = sorted({f"{r.dataset}/{r.backbone}" for r in main_runs + ablation_runs
-                      if r.metrics.get("standin_features")})
-    note = f"\n\nSTAND-IN features (no signal) in: {', '.join(standin)}.\n" if standin else "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "table2.md", format_table2(rows) + note)
-    write_json(args.out / "table2.json", nested(rows))
-    print(format_table2(rows) + note)
+    command(argv, stage="ablate")
 
 
 if __name__ == "__main__":

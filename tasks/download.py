@@ -2,7 +2,7 @@
 
 Sources (the `source` field of `DownloadConfig`):
 
-- `synthetic`  : the embedded benchmark of tasks/synthetic.py (no network).
+- `synthetic`  : the embedded benchmark of pipeline/synthetic.py (no network).
 - `amazon2014` : McAuley's 2014 files `reviews_<Category>_5.json.gz`, `meta_<Category>.json.gz` and
                  `image_features_<Category>.b`, from the URLs in the config.
 - `prepared`   : a folder, or an archive URL (.zip / .tar.gz / .tgz / .tar), already in the field's
@@ -10,7 +10,7 @@ Sources (the `source` field of `DownloadConfig`):
 - `local`      : a folder on disk with interactions only (e.g. ../shared/data/amazon/baby): the small
                  `.inter`, the id mappings and `item_keywords.tsv` (if any) are copied.
 - `movielens`  : MovieLens ratings and movie texts as RecBole atomic files (`*.inter`, `*.item`;
-                 tasks/movielens.py): copied from the folder `path` (../shared/data/movielens-100k) when it
+                 pipeline/movielens.py): copied from the folder `path` (../shared/data/movielens-100k) when it
                  exists, else the GroupLens archive `urls.archive` is fetched (its md5 and/or sha256
                  checked), extracted and converted into the same two files.
 
@@ -33,21 +33,19 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Literal
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
-from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from models.config import StrictConfig
+from config.params import dataset_config, load_params
+from config.sections import AMAZON_FILES, DownloadConfig, SyntheticConfig
 from models.data import DataError, find_inter_file
+from pipeline.io import local_path, setup_logging, write_text
 
 log = logging.getLogger(__name__)
 
-AMAZON_FILES = {"reviews": "reviews_{category}_5.json.gz", "meta": "meta_{category}.json.gz",
-                "images": "image_features_{category}.b"}
 PREPARED_FILES = ("image_feat.npy", "text_feat.npy", "u_id_mapping.csv", "i_id_mapping.csv")
 LOCAL_FILES = ("u_id_mapping.csv", "i_id_mapping.csv", "item_keywords.tsv")
 RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -60,52 +58,6 @@ class DownloadError(RuntimeError):
 
 class _Dropped(ConnectionError):
     """The server closed the connection before the announced length arrived."""
-
-
-class DownloadConfig(StrictConfig):
-    source: Literal["synthetic", "amazon2014", "prepared", "local", "movielens"]
-    category: str | None = None  # amazon2014: the category in the file names, e.g. Baby, Sports_and_Outdoors
-    urls: dict[str, str] = Field(default_factory=dict)  # amazon2014: reviews / meta / images; movielens: archive
-    path: str | None = None      # prepared: folder or archive URL; local: folder; movielens: folder (tried first)
-    sha256: dict[str, str] = Field(default_factory=dict)  # file name -> expected sha256 (optional)
-    md5: dict[str, str] = Field(default_factory=dict)     # file name -> expected md5 (GroupLens publishes md5s)
-    retries: int = Field(5, ge=0)       # extra attempts after a dropped connection or a 5xx
-    backoff: float = Field(1.0, ge=0)   # seconds before the first retry, doubled each time
-    timeout: float = Field(60.0, gt=0)  # seconds without data before an attempt fails
-
-    @model_validator(mode="after")
-    def check_source_fields(self) -> "DownloadConfig":
-        if self.source == "amazon2014":
-            if not self.category:
-                raise ValueError("source amazon2014 needs `category` (e.g. Baby)")
-            unknown = set(self.urls) - set(AMAZON_FILES)
-            if unknown or "reviews" not in self.urls:
-                raise ValueError(f"source amazon2014: `urls` needs 'reviews' (and 'meta', 'images'); "
-                                 f"known keys {sorted(AMAZON_FILES)}, got {sorted(self.urls)}")
-        if self.source in ("prepared", "local") and not self.path:
-            raise ValueError(f"source {self.source} needs `path` (a folder, or for prepared an archive URL)")
-        if self.source == "movielens":
-            if set(self.urls) - {"archive"}:
-                raise ValueError(f"source movielens: `urls` takes only 'archive' (the GroupLens zip), "
-                                 f"got {sorted(self.urls)}")
-            if not self.path and not self.urls:
-                raise ValueError("source movielens needs `path` (a folder of RecBole atomic files) "
-                                 "and/or `urls.archive`")
-        return self
-
-
-def local_path(text: str | Path) -> Path:
-    """A folder or file named in params.yaml. A relative path is the repository's: inside a `dvc exp run --temp`
-    workspace (<repo>/.dvc/tmp/exps/...) it is resolved against <repo>, not the temporary copy, so that
-    `../shared/...` names the same folder in both."""
-    path = Path(text)
-    if path.is_absolute():
-        return path
-    parts = Path.cwd().resolve().parts
-    for i in range(1, len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i]) / path
-    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -121,9 +73,7 @@ def record_checksum(folder: Path, name: str, url: str, digest: str, verified: bo
     path = folder / "checksums.json"
     record = json.loads(path.read_text()) if path.exists() else {}
     record[name] = {"url": url, "sha256": digest, "verified": verified}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _stream_once(url: str, part: Path, timeout: float, progress: bool) -> None:
@@ -311,8 +261,8 @@ def check_md5(path: Path, expected: str | None, url: str) -> None:
 
 def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[str]:
     """`movielens`: the RecBole atomic files of the folder `path` if it exists, else the GroupLens archive
-    (`urls.archive`: fetched, sha256 / md5 checked, extracted, converted by tasks.movielens)."""
-    from tasks.movielens import find_atomic_file, grouplens_to_atomic, read_items, read_ratings
+    (`urls.archive`: fetched, sha256 / md5 checked, extracted, converted by pipeline.movielens)."""
+    from pipeline.movielens import find_atomic_file, grouplens_to_atomic, read_items, read_ratings
 
     if cfg.path and local_path(cfg.path).is_dir():
         src = local_path(cfg.path)
@@ -370,12 +320,12 @@ def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed
              synthetic=None, progress: bool = True) -> Path:
     """Bring dataset `name` into `root/name` from `cfg.source`; returns that folder.
 
-    synthetic: a tasks.synthetic.SyntheticConfig for the `synthetic` source (default values if None).
+    synthetic: a config.sections.SyntheticConfig for the `synthetic` source (default values if None).
     """
     dest = Path(root) / name
     check_checksum_names(name, cfg)
     if cfg.source == "synthetic":
-        from tasks.synthetic import SyntheticConfig, generate, write_dataset
+        from pipeline.synthetic import generate, write_dataset
         write_dataset(dest, *generate(synthetic or SyntheticConfig(), seed))
     elif cfg.source == "amazon2014":
         download_amazon2014(cfg, dest, progress)
@@ -399,8 +349,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="source synthetic: read `seed` and the `synthetic` section from here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from tasks.config import dataset_config, load_params
+    setup_logging()
 
     params = load_params(args.params)
     cfg = DownloadConfig(**json.loads(args.config_json)) if args.config_json else \

@@ -8,7 +8,7 @@ Text (`text` field):
 - `keywords`: the same encoder over a per-item file (`itemID asin keywords`, tab-separated, e.g.
   ../shared/data/amazon/sports/item_keywords.tsv). Not the published text: not comparable.
 - `movielens`: the same encoder over "title (year): genre, genre" of each movie, from the raw folder's
-  RecBole atomic `*.item` file (tasks/movielens.py), joined on the raw item_id (`asin` column of the mapping).
+  RecBole atomic `*.item` file (pipeline/movielens.py), joined on the raw item_id (`asin` column of the mapping).
 Image (`image` field):
 - `amazon2014`: McAuley's `image_features_<Category>.b` (records: 10-byte asin + 4096 little-endian
   float32), read in chunks; items without an image get the mean vector of those with one.
@@ -29,39 +29,28 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from models.config import StrictConfig
+from config.params import dataset_config, load_params
+from config.sections import IMAGE_DIM, TEXT_DIM, FeaturesConfig
 from models.data import DataError, standin_features
+from pipeline.io import (  # a `dvc exp run --temp` copy resolves it against the repository
+    local_path,
+    setup_logging,
+    write_bytes_with,
+)
 
 log = logging.getLogger(__name__)
 
-TEXT_DIM, IMAGE_DIM = 384, 4096
 IMAGE_RECORD = np.dtype([("asin", "S10"), ("feat", "<f4", (IMAGE_DIM,))])  # 16,394 bytes, no padding
 ASIN_PATTERN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
 
 Encoder = Callable[[list[str], int, str, bool], np.ndarray]
-
-
-class FeaturesConfig(StrictConfig):
-    text: Literal["metadata", "keywords", "movielens", "standin"] = "metadata"  # where the item text comes from
-    image: Literal["amazon2014", "standin"] = "amazon2014"         # where the image features come from
-    keywords_file: str | None = None  # text keywords: tab-separated `itemID asin keywords`
-    batch_size: int = Field(256, ge=1)        # texts per encoder batch
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto takes a GPU where one exists
-    image_chunk: int = Field(2048, ge=1)      # .b records read at a time (2048 records = 32 MB)
-
-    @model_validator(mode="after")
-    def check_keywords(self) -> "FeaturesConfig":
-        if self.text == "keywords" and not self.keywords_file:
-            raise ValueError("text: keywords needs `keywords_file`")
-        return self
 
 
 def read_item_asins(dataset: Path) -> list[str]:
@@ -195,14 +184,13 @@ def text_features(cfg: FeaturesConfig, raw: Path, asins: list[str], seed: int, e
     if cfg.text == "standin":
         return standin_features("text", len(asins), seed), {"source": "standin", "standin": True}
     if cfg.text == "keywords":
-        from tasks.download import local_path  # a `dvc exp run --temp` copy resolves it against the repository
 
         texts = keyword_texts(local_path(cfg.keywords_file), asins)
         info = {"source": "keywords", "file": cfg.keywords_file,
                 "note": "per-item keywords, not title+brand+categories+description: "
                         "not comparable to published numbers"}
     elif cfg.text == "movielens":
-        from tasks.movielens import find_atomic_file, item_texts
+        from pipeline.movielens import find_atomic_file, item_texts
 
         path = find_atomic_file(raw, "item")
         texts = item_texts(path, asins)
@@ -234,13 +222,6 @@ def image_features(cfg: FeaturesConfig, raw: Path, asins: list[str], seed: int,
     return matrix, {"source": "amazon2014", "file": path.name, "items_without_image": missing, "standin": False}
 
 
-def _save(path: Path, write: Callable) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        write(handle)
-    os.replace(tmp, path)
-
-
 def build_features(cfg: FeaturesConfig, raw: Path, dataset: Path, seed: int = 2024,
                    encoder: Encoder = encode_texts, progress: bool = True) -> dict:
     """The whole stage: writes text_feat.npy, image_feat.npy and features.json into `dataset`."""
@@ -253,9 +234,9 @@ def build_features(cfg: FeaturesConfig, raw: Path, dataset: Path, seed: int = 20
                         f"expected ({len(asins)}, {TEXT_DIM}) / ({len(asins)}, {IMAGE_DIM})")
     record = {"n_items": len(asins), "text": text_info | {"dim": TEXT_DIM}, "image": image_info | {"dim": IMAGE_DIM},
               "standin": [m for m, i in (("image", image_info), ("text", text_info)) if i["standin"]]}
-    _save(dataset / "text_feat.npy", lambda h: np.save(h, text.astype(np.float32)))
-    _save(dataset / "image_feat.npy", lambda h: np.save(h, image.astype(np.float32)))
-    _save(dataset / "features.json", lambda h: h.write((json.dumps(record, indent=2) + "\n").encode()))
+    write_bytes_with(dataset / "text_feat.npy", lambda h: np.save(h, text.astype(np.float32)))
+    write_bytes_with(dataset / "image_feat.npy", lambda h: np.save(h, image.astype(np.float32)))
+    write_bytes_with(dataset / "features.json", lambda h: h.write((json.dumps(record, indent=2) + "\n").encode()))
     if record["standin"]:
         log.warning("STAND-IN features for %s (seeded noise, no signal), as asked", record["standin"])
     log.info("wrote features of %d items to %s: %s", len(asins), dataset, record)
@@ -274,14 +255,13 @@ def copy_features(raw: Path, dataset: Path) -> dict:
             raise DataError(f"{source}: missing; this source ships no {modality} features: set "
                             f"`features:` for the dataset in params.yaml (e.g. {modality}: standin)")
         matrix = read_features(source, n_items)
-        _save(Path(dataset) / source.name, lambda h: np.save(h, matrix))
+        write_bytes_with(Path(dataset) / source.name, lambda h, matrix=matrix: np.save(h, matrix))
         record[modality] = {"source": "copied", "dim": int(matrix.shape[1])}
-    _save(Path(dataset) / "features.json", lambda h: h.write((json.dumps(record, indent=2) + "\n").encode()))
+    write_bytes_with(Path(dataset) / "features.json", lambda h: h.write((json.dumps(record, indent=2) + "\n").encode()))
     return record
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tasks.config import dataset_config, load_params
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
@@ -290,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     params = load_params(args.params)
     raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
     cfg = dataset_config(params, args.dataset).features

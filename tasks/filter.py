@@ -4,13 +4,13 @@ Reads `reviews_<Category>_5.json.gz` (one JSON object per line with reviewerID, 
 unixReviewTime) from the raw folder, keeps each (user, item) pair once (its earliest review), removes
 users and items with fewer than k interactions until none is left (one pass is not enough: removing
 an item can push a user below k), numbers users and items 0..n-1 in order of first appearance, splits
-each user's interactions with the protocol's seeded recipe (tasks.synthetic.split_per_user) and writes
+each user's interactions with the protocol's seeded recipe (pipeline.synthetic.split_per_user) and writes
 `<name>.inter` (userID itemID x_label rating timestamp), `u_id_mapping.csv` and `i_id_mapping.csv`
 (tab-separated, as ../shared/data/amazon).
 
     python -m tasks.filter --dataset baby2014 [--raw data/raw/baby2014] [--out data/prepared/baby2014] [--stats F]
 
-MovieLens ratings (source `movielens`: RecBole atomic `*.inter` in the raw folder, tasks/movielens.py)
+MovieLens ratings (source `movielens`: RecBole atomic `*.inter` in the raw folder, pipeline/movielens.py)
 go through the same steps: every rating is an implicit interaction (whatever its value), then the
 k-core, the ids and the split above (`filter_ratings`); `i_id_mapping.csv` keeps the field's header
 `asin itemID`, its `asin` column holding MovieLens's raw item_id.
@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from models.config import StrictConfig
+from config.params import dataset_config, load_params
+from config.sections import FilterConfig
 from models.data import DataError
-from tasks.synthetic import split_per_user
+from pipeline.io import setup_logging
+from pipeline.split import split_per_user
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ REVIEW_FIELDS = {"reviewerID": "user", "asin": "item", "overall": "rating", "uni
 # spec, section 4: (users, items, interactions) of the 5-core datasets
 EXPECTED_COUNTS = {"Baby": (19445, 7050, 160792), "Sports_and_Outdoors": (35598, 18357, 296337),
                    "Clothing_Shoes_and_Jewelry": (39387, 23033, 278677)}
-
-
-class FilterConfig(StrictConfig):
-    k_core: int = Field(5, ge=3)  # every user and item keeps >= k interactions (>= 3: a train row per user)
 
 
 def find_reviews_file(raw: Path) -> Path:
@@ -153,21 +150,21 @@ def _check_expected(path: Path, stats: dict) -> None:
         log.info("%s: counts match the spec's 5-core counts %s", path.name, expected)
 
 
-def filter_reviews(raw: Path, out: Path, cfg: FilterConfig = FilterConfig(), seed: int = 2024) -> dict:
+def filter_reviews(raw: Path, out: Path, cfg: FilterConfig | None = None, seed: int = 2024) -> dict:
     """The whole stage; returns counts (users, items, interactions, train/valid/test, ...)."""
     path = find_reviews_file(raw)
-    stats = core_split_write(read_reviews(path), path, out, cfg, seed)
+    stats = core_split_write(read_reviews(path), path, out, cfg or FilterConfig(), seed)
     _check_expected(path, stats)
     return stats
 
 
-def filter_ratings(raw: Path, out: Path, cfg: FilterConfig = FilterConfig(), seed: int = 2024) -> dict:
-    """MovieLens (tasks/movielens.py): every rating of the raw folder's atomic `*.inter` an implicit
+def filter_ratings(raw: Path, out: Path, cfg: FilterConfig | None = None, seed: int = 2024) -> dict:
+    """MovieLens (pipeline/movielens.py): every rating of the raw folder's atomic `*.inter` an implicit
     interaction, then the same k-core, ids and split as filter_reviews; returns the counts."""
-    from tasks.movielens import find_atomic_file, read_ratings
+    from pipeline.movielens import find_atomic_file, read_ratings
 
     path = find_atomic_file(raw, "inter")
-    return core_split_write(read_ratings(path), path, out, cfg, seed)
+    return core_split_write(read_ratings(path), path, out, cfg or FilterConfig(), seed)
 
 
 def core_split_write(reviews: pd.DataFrame, path: Path, out: Path, cfg: FilterConfig, seed: int) -> dict:
@@ -212,7 +209,6 @@ def copy_split(raw: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tasks.config import dataset_config, load_params
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
@@ -221,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--stats", type=Path, help="also write the counts to this JSON file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     params = load_params(args.params)
     raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
     try:

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
+from config.params import load_params
 from models.data import load_dataset
 from models.graph import save_graphs
 from models.registry import get_backbone
-from tasks.config import load_params
-from tasks.train import model_context
+from pipeline.io import setup_logging
+from pipeline.training import model_context
 
 log = logging.getLogger("tasks.graphs")
 
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     params = load_params(args.params, args.overrides)
     data_dir = args.data_dir or Path("data/prepared") / args.dataset
     out = args.out or Path("data/graphs") / args.dataset / f"{args.backbone}.npz"

@@ -7,7 +7,7 @@
 On a dataset with planted structure (the synthetic generator's `item_latents.npz`: unique-visual,
 unique-text, redundant, the synergy halves a_v and a_t, clutter of each modality; the synergistic
 product a_v * a_t from `item_factors.npy`), every trained model of runs/, ablations/ and references/ is
-rebuilt from its best.pt (tasks/latents.py) and its item latents are read: per modality what `encode`
+rebuilt from its best.pt (pipeline/latents.py) and its item latents are read: per modality what `encode`
 returns (the projection h for base, mu for MRdIB), and the item representation it scores with
 ("item"). The raw feature matrices are probed the same way, as the reference row "features".
 Items are split once per dataset, seeded by `seed`, into probe-train and probe-test parts; then
@@ -32,7 +32,7 @@ Builds on linear probes of learnt representations (Alain & Bengio, "Understandin
 using linear classifier probes", 2016), ridge regression (Hoerl & Kennard, 1970) with cross-validated
 penalty, and canonical correlation analysis (Hotelling, "Relations between two sets of variates", 1936)
 in its regularised form (Vinod, 1976); the blocks follow the Partial Information Decomposition
-(Williams & Beer, 2010) as tasks/synthetic.py plants them.
+(Williams & Beer, 2010) as pipeline/synthetic.py plants them.
 """
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ import argparse
 import functools
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -53,16 +52,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402  (scikit-learn's dependency)
 
+from config.params import Params, load_params  # noqa: E402
+from config.sections import ABLATIONS, VARIANTS  # noqa: E402
 from models.base import Recommender  # noqa: E402
 from models.data import load_dataset  # noqa: E402
-from models.evaluation import mean_and_std  # noqa: E402
-from models.mrdib import ABLATIONS  # noqa: E402
 from models.registry import get_backbone  # noqa: E402
-from tasks.ablate import write_text  # noqa: E402
-from tasks.config import Params, load_params  # noqa: E402
-from tasks.evaluate import Run, RunError, load_runs  # noqa: E402
-from tasks.latents import LatentsUnavailable, item_latents, load_run_model, run_dataset, scoring_items  # noqa: E402
-from tasks.train import VARIANTS  # noqa: E402
+from pipeline.io import save_figure, setup_logging, write_text  # noqa: E402
+from pipeline.latents import LatentsUnavailable, item_latents, load_run_model, run_dataset, scoring_items  # noqa: E402
+from pipeline.runs import Run, RunError, load_runs  # noqa: E402
+from pipeline.stats import mean_and_std  # noqa: E402
 
 log = logging.getLogger("tasks.probe")
 
@@ -371,7 +369,7 @@ def markdown(report: dict) -> str:
     for name, reason in report["skipped"].items():
         lines.append(f"_{name}: not probed: {reason}._")
     if not report["datasets"]:
-        lines.append("_No dataset with planted structure (item_latents.npz from tasks/synthetic.py): nothing to "
+        lines.append("_No dataset with planted structure (item_latents.npz from pipeline/synthetic.py): nothing to "
                      "probe._")
     for name, data in report["datasets"].items():
         blocks = list(data["blocks"])
@@ -492,14 +490,6 @@ def plot(report: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def save_figure(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def flat_metrics(data: dict) -> dict[str, float]:
     """MLflow metrics of one dataset: every mean, keyed <backbone>-<setting>/<latent>/<quantity>."""
     out = {}
@@ -521,7 +511,7 @@ def flat_metrics(data: dict) -> dict[str, float]:
 
 def track(params: Params, report: dict, files: list[Path]) -> None:
     """One MLflow run per probed dataset (experiment = the dataset, stage `probe`): every mean, the files."""
-    from tasks.tracking import Tracker, git_commit
+    from pipeline.tracking import Tracker, git_commit
 
     commit, dirty = git_commit()
     for name, data in report["datasets"].items():
@@ -586,7 +576,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     params = load_params(args.params)
     start = time.perf_counter()
     try:

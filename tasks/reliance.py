@@ -4,12 +4,12 @@
         --out reports/reliance.json --markdown reports/reliance.md
 
 For every multimodal run RUNS/<dataset>/<backbone>-<variant>/seed<S>/ the model is rebuilt from its
-best.pt (tasks/latents.py, as the probe and the report's t-SNE do) and evaluated on validation and test
+best.pt (pipeline/latents.py, as the probe and the report's t-SNE do) and evaluated on validation and test
 (full ranking, as the train stage) three times: intact, then with the image features of every item
 replaced by their mean over items, then the same for the text features (one modality at a time, the
 other intact). The drop = intact - replaced, for Recall@20 and NDCG@20 on each split; per dataset /
 backbone / variant the mean ± std over seeds, and MRdIB - base of each drop paired by seed with a
-t-interval over seeds (tasks.sweep.paired_interval).
+t-interval over seeds (pipeline.stats.paired_interval).
 
 Reading it: on data where one modality is pure clutter (the real datasets here: stand-in image
 features), a model that ignores the clutter loses nothing when it is removed (drop ≈ 0), while the
@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config.params import Params, load_params
+from config.sections import VARIANTS
 from models.base import FeatureTable, Recommender
-from models.evaluation import Evaluator, mean_and_std, summarize
+from models.evaluation import Evaluator, summarize
 from models.registry import get_backbone
-from tasks.ablate import write_text
-from tasks.config import Params, load_params
-from tasks.evaluate import Run, load_runs
-from tasks.latents import load_run_model, run_dataset
-from tasks.train import VARIANTS
+from pipeline.io import setup_logging, write_text
+from pipeline.latents import load_run_model, run_dataset
+from pipeline.runs import Run, load_runs
+from pipeline.stats import mean_and_std, paired_interval
 
 log = logging.getLogger("tasks.reliance")
 
@@ -113,16 +114,15 @@ def run_reliance(params: Params, data_root: Path, graphs_root: Path, run: Run) -
 
 def aggregate(per_run: dict[tuple, dict]) -> dict:
     """{dataset: {backbone: {variant: {seeds, intact, drop (mean, std)}, "mrdib_minus_base": intervals}}}."""
-    from tasks.sweep import paired_interval
 
     out: dict = {}
     for (dataset, backbone, variant, seed), record in sorted(per_run.items()):
         cell = out.setdefault(dataset, {}).setdefault(backbone, {}).setdefault(variant, {"seeds": [], "runs": []})
         cell["seeds"].append(seed)
         cell["runs"].append(record)
-    for dataset, backbones in out.items():
-        for backbone, variants in backbones.items():
-            for variant, cell in variants.items():
+    for backbones in out.values():
+        for variants in backbones.values():
+            for cell in variants.values():
                 runs = cell.pop("runs")
                 cell["standin"] = runs[0]["standin"]
                 cell["seconds_per_model"] = float(np.mean([r["seconds"] for r in runs]))
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/reliance.json"))
     parser.add_argument("--markdown", type=Path, default=Path("reports/reliance.md"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     record = reliance(load_params(args.params), args.runs, args.data_root, args.graphs_root)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(record, indent=2) + "\n")

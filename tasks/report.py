@@ -4,8 +4,8 @@
         --ablations ablations --reports reports [--data-root data/prepared] [--graphs-root data/graphs] \
         [--tuned tuned] [--tsne-backbones vbpr,...] [--tsne-items 1000]
 
-Reads the run folders (metrics.json, history.json, best.pt) and the tables tasks.evaluate and
-tasks.ablate wrote into REPORTS/, and writes REPORTS/report.md with, under REPORTS/plots/:
+Reads the run folders (metrics.json, history.json, best.pt) and the tables tasks.table1 and
+tasks.table2 wrote into REPORTS/, and writes REPORTS/report.md with, under REPORTS/plots/:
 improvement.png/.csv (relative gain of MRdIB over base, bootstrap CI whiskers),
 learning_curves.png/.csv (validation Recall@20 per epoch, base vs MRdIB) and
 tsne_<dataset>_<backbone>.png (t-SNE of the item latents z_image, z_text, base vs MRdIB) for the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -27,22 +26,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from models.mrdib import ABLATIONS  # noqa: E402
-from tasks.ablate import write_text  # noqa: E402
-from tasks.config import Params, load_params  # noqa: E402
-from tasks.evaluate import Run, RunError, load_runs  # noqa: E402
-from tasks.latents import LatentsUnavailable, item_latents, run_latents  # noqa: E402,F401 (shared with tasks.probe)
-from tasks.train import VARIANTS  # noqa: E402
+from config.params import Params, load_params  # noqa: E402
+from config.sections import ABLATIONS, VARIANTS  # noqa: E402
+from pipeline.io import save_figure, write_text  # noqa: E402
+from pipeline.latents import LatentsUnavailable, item_latents, run_latents  # noqa: E402,F401 (shared with tasks.probe)
+from pipeline.runs import Run, RunError, load_runs  # noqa: E402
 
 COLORS = {"base": "tab:gray", "mrdib": "tab:blue"}
-
-
-# -- files --------------------------------------------------------------------------------------
-def save_figure(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def save_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -285,7 +275,7 @@ def build_report(args, params: Params) -> str:
               "ablations": load_runs(args.ablations, ABLATIONS)}
     if not any(groups.values()):
         raise RunError(f"no runs under {args.runs}, {args.references} or {args.ablations}")
-    evaluate, ablate = "run `python -m tasks.evaluate`", "run `python -m tasks.ablate`"
+    evaluate, ablate = "run `python -m tasks.table1`", "run `python -m tasks.table2`"
     sections = [
         "# MRdIB report",
         "## What was run\n\n" + describe_runs(groups),
@@ -325,7 +315,7 @@ def reliance_section(reports: Path) -> str:
 def sweep_section(reports: Path) -> str:
     """tasks/sweep.py's record (REPORTS/sweep.json) as text: grid, seeds, budget, table, wins and losses, a
     reading guide; its plot (REPORTS/sweep.png) copied to REPORTS/plots/sweep.png and shown from there."""
-    from tasks.sweep import markdown  # matplotlib and scipy: already loaded here
+    from pipeline.sweep import markdown
 
     path = reports / "sweep.json"
     if not path.is_file():
@@ -348,7 +338,7 @@ def summary_section(table1: Path) -> str:
     """One line per (dataset, backbone): the change at Recall@20 and NDCG@20 with its interval and a
     plain verdict (losses named as plainly as gains)."""
     if not table1.is_file():
-        return f"_{table1} not found: run `python -m tasks.evaluate`._"
+        return f"_{table1} not found: run `python -m tasks.table1`._"
     lines = ["| dataset | backbone | seeds | trials (base/MRdIB) | " +
              " | ".join(f"{m.replace('_at_', '@')}: change, 95% CI" for m in SUMMARY_METRICS) + " |",
              "|---|---|---|---|" + "---|" * len(SUMMARY_METRICS)]

@@ -27,7 +27,6 @@ validation.json, prints which expectation failed on which file with the offendin
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -36,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from models.config import StrictConfig
+from config.params import ParamsError, dataset_config, load_params
+from config.sections import ValidateConfig
 from models.data import SPLITS, DataError, read_feature_record
+from pipeline.io import setup_logging, write_json
 
 log = logging.getLogger(__name__)
 # GX logs ~200 "Skipping registering function" lines at INFO on its first import: quiet before any import
@@ -52,32 +52,6 @@ NUMBER = r"^\s*-?\d+(\.\d*)?([eE][-+]?\d+)?\s*$"
 FLOAT_DTYPES = ["float16", "float32", "float64"]
 MAPPINGS = {"user": ("u_id_mapping.csv", "user_id", "userID"), "item": ("i_id_mapping.csv", "asin", "itemID")}
 CHUNK_ROWS = 4096  # feature rows checked at a time (bounds memory on 4096-d features)
-
-
-class ValidateOverrides(StrictConfig):
-    """Per-dataset values of the keys below (unset: the global value)."""
-
-    text_dim: int | None = Field(None, ge=1)
-    image_dim: int | None = Field(None, ge=1)
-    user_k_core: int | None = Field(None, ge=1)
-    item_k_core: int | None = Field(None, ge=1)
-
-
-class ValidateConfig(StrictConfig):
-    text_dim: int = Field(384, ge=1)           # columns of text_feat.npy
-    image_dim: int = Field(4096, ge=1)         # columns of image_feat.npy
-    user_k_core: int | None = Field(None, ge=1)  # >= interactions per user; None: filter.k_core
-    item_k_core: int | None = Field(None, ge=1)  # >= interactions per item; None: filter.k_core
-    sample_rows: int = Field(5, ge=1)          # offending rows kept per failed expectation
-    datasets: dict[str, ValidateOverrides] = Field(default_factory=dict)  # name -> overrides
-
-    def for_dataset(self, name: str, k_core: int) -> "ValidateConfig":
-        """The values for one dataset: its overrides applied, k-cores resolved, no `datasets`."""
-        values = self.model_dump(exclude={"datasets"})
-        values |= self.datasets[name].model_dump(exclude_none=True) if name in self.datasets else {}
-        values["user_k_core"] = values["user_k_core"] or k_core
-        values["item_k_core"] = values["item_k_core"] or k_core
-        return ValidateConfig(**values)
 
 
 @dataclass
@@ -252,8 +226,11 @@ def gx_context(docs: Path | None):
     """An in-memory GX context, quiet, with one data docs site at `docs` (if given)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                            ProgressBarsConfig)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     sites = {} if docs is None else {"local_site": {
         "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
@@ -402,14 +379,6 @@ def condition_text(condition: dict) -> str:
     return f"{condition['column']['name']} {condition['operator']} {condition['parameter']}"
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write to a temporary name, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def write_report(report: dict, out: Path) -> Path:
     """validation.json on success (failures.json removed), failures.json otherwise (validation.json removed)."""
     keep, drop = ("validation.json", "failures.json") if report["success"] else ("failures.json", "validation.json")
@@ -419,7 +388,6 @@ def write_report(report: dict, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tasks.config import ParamsError, dataset_config, load_params
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
@@ -429,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=Path, default=Path("reports/validation"), help="NAME/index.html goes here")
     parser.add_argument("--verbose", action="store_true", help="Great Expectations' own INFO logging too")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     if args.verbose:
         logging.getLogger("great_expectations").setLevel(logging.NOTSET)
     try:

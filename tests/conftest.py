@@ -1,7 +1,6 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -35,7 +34,8 @@ def toy_folder(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
     """A small synthetic dataset folder with features, shared by the model tests."""
-    from tasks.synthetic import SyntheticConfig, generate, write_dataset
+    from config.sections import SyntheticConfig
+    from pipeline.synthetic import generate, write_dataset
 
     cfg = SyntheticConfig(n_users=120, n_items=150, image_dim=48, text_dim=32, mean_interactions=10)
     out = tmp_path_factory.mktemp("data") / "tiny"
@@ -47,7 +47,7 @@ def tracked_client(folder: Path, monkeypatch):
     """MLflow pointed at a store in `folder` (by the environment, as the DAG does), tracking on."""
     from mlflow import MlflowClient
 
-    from tasks import tracking
+    from pipeline import tracking
 
     uri = f"sqlite:///{folder}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -5,10 +5,11 @@ import statistics
 
 import pytest
 import yaml
-
 from conftest import REPO
-from models.mrdib import ABLATIONS
-from tasks import ablate, evaluate, train
+
+from config.metrics import TABLE2
+from config.sections import ABLATIONS
+from tasks import ablate, table1, table2, train
 
 SEEDS = (1, 2)
 # (folder under the layout, run-name setting, train arguments)
@@ -31,13 +32,14 @@ def trained_layout(tmp_path_factory, data):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for folder, setting, extra in RUNS:
         # as the pipeline's stages do: every seed in one process, into <out>/seed<S>/
-        train.main(["--data-dir", str(data), "--backbone", "vbpr", "--seeds", *map(str, SEEDS), "--epochs", "2",
+        (ablate if "--ablation" in extra else train).main([
+                    "--data-dir", str(data), "--backbone", "vbpr", "--seeds", *map(str, SEEDS), "--epochs", "2",
                     "--params", str(root / "params.yaml"), "--set", "train.progress=false",
                     "--set", "train.device=cpu", "--out", str(root / folder / data.name / f"vbpr-{setting}"),
                     *extra])
     reports = str(root / "reports")
-    evaluate.main(["--runs", str(root / "runs"), "--out", reports, "--bootstrap", "50"])
-    ablate.main(["--runs", str(root / "runs"), "--ablations", str(root / "ablations"), "--out", reports])
+    table1.main(["--runs", str(root / "runs"), "--out", reports, "--bootstrap", "50"])
+    table2.main(["--runs", str(root / "runs"), "--ablations", str(root / "ablations"), "--out", reports])
     (root / "done").touch()
     return root
 
@@ -56,9 +58,9 @@ def hand_computed(root, setting, metric):
 
 
 def test_labels_name_the_zeroed_weights():
-    assert ablate.setting_label("no_kl") == "w/o KL (α1=0)"
-    assert ablate.setting_label("no_redundancy_unique") == "w/o L_R, L_U (α2=α3=0)"
-    assert ablate.setting_label("encoder_only") == "encoder only, no MRdIB term (α1=α2=α3=0)"
+    assert table2.setting_label("no_kl") == "w/o KL (α1=0)"
+    assert table2.setting_label("no_redundancy_unique") == "w/o L_R, L_U (α2=α3=0)"
+    assert table2.setting_label("encoder_only") == "encoder only, no MRdIB term (α1=α2=α3=0)"
 
 
 def test_table2_json_matches_the_metrics_files(layout):
@@ -67,7 +69,7 @@ def test_table2_json_matches_the_metrics_files(layout):
     for setting in table:
         assert table[setting]["seeds"] == 2
         assert ("vs_base" in table[setting]) == (setting != "base")
-        for metric in ablate.TABLE2_METRICS:
+        for metric in TABLE2:
             mean, std = hand_computed(layout, setting, metric)
             cell = table[setting][metric.replace("@", "_at_")]
             assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
@@ -92,7 +94,7 @@ def test_missing_metrics_is_an_error_naming_the_folder(layout, tmp_path):
     unfinished.mkdir(parents=True)
     (unfinished / "train.log").write_text("")
     with pytest.raises(SystemExit, match="vbpr-no_unique/seed1: no metrics.json"):
-        ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
+        table2.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
                      "--out", str(tmp_path / "reports")])
     assert not (tmp_path / "reports" / "table2.md").exists()
 
@@ -104,7 +106,7 @@ def test_a_run_whose_alphas_contradict_its_name_is_refused(layout, tmp_path):
     metrics["alphas"]["alpha1"] = 0.005
     path.write_text(json.dumps(metrics))
     with pytest.raises(SystemExit, match=r"vbpr-no_kl/seed2: named 'no_kl'"):
-        ablate.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
+        table2.main(["--runs", str(layout / "runs"), "--ablations", str(tmp_path / "ablations"),
                      "--out", str(tmp_path / "reports")])
 
 

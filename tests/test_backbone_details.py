@@ -1,13 +1,13 @@
 """Backbone-specific behaviour the generic backbone test does not see."""
 import pytest
 import torch
-
 from conftest import REPO
+
+from config.params import load_params
 from models.base import DecayingLR
 from models.data import load_dataset
 from models.trainer import seed_everything
-from tasks.config import load_params
-from tasks.train import build_model
+from pipeline.training import build_model
 
 
 def build(folder, backbone, variant="base"):

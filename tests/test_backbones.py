@@ -2,14 +2,16 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
+
+from config.params import load_params
 from models.data import load_dataset
 from models.evaluation import Evaluator, summarize
-from models.registry import BACKBONES
+from models.registry import backbone_classes
 from models.trainer import Trainer, TrainSettings, seed_everything
-from tasks.config import load_params
-from tasks.train import build_model
+from pipeline.training import build_model
+
+BACKBONES = backbone_classes()
 
 CASES = [(name, variant) for name, cls in BACKBONES.items() if cls.trainable
          for variant in (("base", "mrdib") if cls.modalities else ("base",))]

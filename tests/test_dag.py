@@ -1,4 +1,4 @@
-"""The Airflow DAG (dags/mrdib_pipeline.py), its command (tasks/orchestrate.py) and the Dockerfile.
+"""The Airflow DAG (dags/mrdib_pipeline.py), its command (tools/orchestrate.py) and the Dockerfile.
 
 Structure and the command's rules are checked in seconds; then a real `airflow dags test` of a
 tiny configuration, and a real scheduler + dag processor + API server on 127.0.0.1, triggered
@@ -24,11 +24,10 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from conftest import REPO
 from test_pipeline import tiny_params
 
-from tasks import orchestrate
+from tools import orchestrate
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "mrdib_pipeline"
@@ -118,7 +117,7 @@ def test_dvc_tasks_in_one_workspace_wait_for_each_other(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(PARAMS_TEXT)
     monkeypatch.chdir(tmp_path)   # the lock is .dvc/tmp/orchestrate.lock of the working directory
     with orchestrate.workspace_lock():
-        other = subprocess.Popen([sys.executable, "-m", "tasks.orchestrate", "configure"], cwd=tmp_path, text=True,
+        other = subprocess.Popen([sys.executable, "-m", "tools.orchestrate", "configure"], cwd=tmp_path, text=True,
                                  stdout=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(REPO)})
         time.sleep(1.5)
         assert other.poll() is None   # still waiting
@@ -206,7 +205,7 @@ def test_every_dvc_stage_belongs_to_a_task(dag_info):
 
 
 def test_form_choices_and_defaults_match_the_project(dag_info):
-    from models.registry import BACKBONES
+    from config.backbones import BACKBONES
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     schema, defaults = dag_info["schema"], dag_info["params"]
@@ -368,7 +367,7 @@ def test_rest_trigger_with_parameters_reaches_the_mlflow_runs(deployment, server
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, filter_string=f"tags.airflow_run_id = '{run_id}'")
-    assert runs, f"no MLflow run tagged airflow_run_id={run_id} (tasks/tracking.py records MRDIB_AIRFLOW_RUN_ID)"
+    assert runs, f"no MLflow run tagged airflow_run_id={run_id} (pipeline/tracking.py records MRDIB_AIRFLOW_RUN_ID)"
     tags = [found.data.tags for found in runs]
     for tag in tags:   # every run of this DAG run: its parameters, as triggered
         recorded = json.loads(tag["airflow_params"])

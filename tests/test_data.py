@@ -3,8 +3,8 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from conftest import GOOD_ROWS, SHARED_DATA, write_inter
+
 from models.data import DataError, load_dataset
 
 REAL = {  # users, items, train, valid, test (../shared/data/amazon/README.md)

@@ -8,12 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import GOOD_ROWS, write_inter
 from pydantic import ValidationError
 
-from conftest import GOOD_ROWS, write_inter
+from config.sections import DownloadConfig, SyntheticConfig
 from models.data import DataError, load_dataset
-from tasks.download import DownloadConfig, DownloadError, download, fetch
-from tasks.synthetic import SyntheticConfig
+from tasks.download import DownloadError, download, fetch
 
 BODY = np.random.default_rng(0).bytes(300_000)  # several read blocks, so a cut lands mid-file
 FAST = {"retries": 3, "backoff": 0.0, "timeout": 5.0, "progress": False}

@@ -4,8 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from tasks.evaluate import RunError, load_runs, main, table1_rows, two_way_bootstrap, verdict
-from tasks.train import save_per_user
+from pipeline.runs import RunError, load_runs
+from pipeline.stats import bootstrap_verdict as verdict
+from pipeline.stats import two_way_bootstrap
+from pipeline.training import save_per_user
+from tasks.table1 import main, table1_rows
 
 
 def write_run(root, name, seed, per_user_ndcg, trials=0):

@@ -5,12 +5,20 @@ import time
 
 import numpy as np
 import pytest
+from conftest import write_inter
 from pydantic import ValidationError
 
-from conftest import write_inter
 from models.data import DataError, load_dataset
-from tasks.features import (IMAGE_DIM, FeaturesConfig, build_features, encode_texts, item_text, keyword_texts,
-                            read_image_features, read_metadata)
+from tasks.features import (
+    IMAGE_DIM,
+    FeaturesConfig,
+    build_features,
+    encode_texts,
+    item_text,
+    keyword_texts,
+    read_image_features,
+    read_metadata,
+)
 
 ASINS = ["B000000001", "B000000002", "B000000003", "B000000004"]
 META = {

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.sections import FilterConfig
 from models.data import DataError, load_dataset
-from tasks.filter import FilterConfig, filter_reviews, k_core, read_reviews
-from tasks.synthetic import split_sizes
+from pipeline.split import split_sizes
+from tasks.filter import filter_reviews, k_core, read_reviews
 
 CORE_USERS = [f"U{u}" for u in range(6)]
 CORE_ITEMS = [f"I{i}" for i in range(6)]

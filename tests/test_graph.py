@@ -4,8 +4,16 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from models.graph import (degree_sensitive_edges, interest_item_graphs, knn_graph, normalized_bipartite, row_softmax,
-                          second_order_interest, topk_per_row, user_cooccurrence_graph)
+from models.graph import (
+    degree_sensitive_edges,
+    interest_item_graphs,
+    knn_graph,
+    normalized_bipartite,
+    row_softmax,
+    second_order_interest,
+    topk_per_row,
+    user_cooccurrence_graph,
+)
 
 
 def random_features(n, d, seed):
@@ -141,7 +149,9 @@ def test_interest_item_graphs_match_brute_force():
 def test_degree_sensitive_edges():
     rng = np.random.default_rng(10)
     pairs = np.unique(np.stack([rng.integers(0, 20, 150), rng.integers(0, 30, 150)], 1), axis=0)
-    draw = lambda seed: degree_sensitive_edges(20, 30, pairs, 0.2, torch.Generator().manual_seed(seed))
+    def draw(seed):
+        return degree_sensitive_edges(20, 30, pairs, 0.2, torch.Generator().manual_seed(seed))
+
     kept = draw(0)
     assert len(kept) == int(len(pairs) * 0.2)
     assert len(np.unique(kept, axis=0)) == len(kept)                # without replacement

@@ -1,15 +1,17 @@
 """The graphs stage: files hold exactly what the backbones build in memory, and stale files are refused."""
 import json
 
-import numpy as np
 import pytest
-
 from conftest import REPO
+
+from config.params import load_params
 from models.graph import GraphFileError, load_graphs
-from models.registry import BACKBONES
+from models.registry import backbone_classes
+from pipeline import training
 from tasks import graphs as graphs_stage
 from tasks import train as train_stage
-from tasks.config import load_params
+
+BACKBONES = backbone_classes()
 
 GRAPH_BACKBONES = [name for name, cls in BACKBONES.items() if cls.graph_names and cls.modalities]
 
@@ -32,10 +34,11 @@ def test_graph_file_trains_the_same_model(tiny_synthetic, tmp_path, backbone):
 
 def _key(folder, backbone, overrides=()):
     params = load_params(REPO / "params.yaml", list(overrides))
-    from models.data import load_dataset
     import torch
+
+    from models.data import load_dataset
     dataset = load_dataset(folder)
-    ctx = train_stage.model_context(params, dataset, "base", torch.device("cpu"))
+    ctx = training.model_context(params, dataset, "base", torch.device("cpu"))
     return BACKBONES[backbone].graph_key(ctx, params.backbone_config(backbone))
 
 

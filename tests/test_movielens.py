@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
-
 from conftest import SHARED_DATA
-from models.data import DataError, load_dataset
-from tasks.download import DownloadConfig, DownloadError, download
-from tasks.features import FeaturesConfig, build_features, encode_texts
-from tasks.filter import FilterConfig, filter_ratings
-from tasks.movielens import grouplens_to_atomic, item_text, read_items, read_ratings
-from tasks.synthetic import split_sizes
+from pydantic import ValidationError
 from test_features import fake_encoder
+
+from config.sections import DownloadConfig, FeaturesConfig, FilterConfig
+from models.data import DataError, load_dataset
+from pipeline.movielens import grouplens_to_atomic, item_text, read_items, read_ratings
+from pipeline.split import split_sizes
+from tasks.download import DownloadError, download
+from tasks.features import build_features, encode_texts
+from tasks.filter import filter_ratings
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
@@ -223,7 +224,8 @@ def test_sports_text_rows_are_minilm_of_the_keywords(tmp_path):
     """Row i of the features stage's text_feat.npy = MiniLM(keywords of the item whose itemID is i): a few
     items, in a shuffled itemID order, through the stage with params.yaml's own `sports` config."""
     from conftest import REPO
-    from tasks.config import load_params
+
+    from config.params import load_params
 
     cfg = load_params(REPO / "params.yaml").datasets["sports"].features
     assert cfg.text == "keywords" and (REPO / cfg.keywords_file).resolve() == (SPORTS / "item_keywords.tsv").resolve()
@@ -250,7 +252,7 @@ def test_sports_text_rows_are_minilm_of_the_keywords(tmp_path):
 
 
 def test_relative_data_paths_are_the_repositorys_inside_a_temp_experiment(tmp_path, monkeypatch):
-    from tasks.download import local_path
+    from pipeline.io import local_path
 
     repo = tmp_path / "repo"
     temp = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"

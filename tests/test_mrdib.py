@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from models.mrdib import MRdIB, MRdIBConfig, MineCritic, bpr_loss, gaussian_kl, head_bpr, mine_estimate
+from models.mrdib import MineCritic, MRdIB, MRdIBConfig, bpr_loss, gaussian_kl, head_bpr, mine_estimate
 
 
 def test_kl_matches_closed_form():
@@ -168,3 +168,51 @@ def test_latent_rows_follow_the_encoded_items():
     sorted_items = torch.tensor([2, 5, 7, 9])
     z = plugin.encode("image", h, items=sorted_items)
     assert plugin.latent("image", sorted_items.clone())[0] is z  # the same items: no gather
+
+
+def tiny_backbone(modalities: tuple[str, ...], user_dim: int | None, mrdib: MRdIBConfig | None):
+    """A minimal backbone that attaches the plug-in for `modalities` with `user_dim`."""
+    import numpy as np
+
+    from models.base import ModelContext, Recommender
+
+    class Tiny(Recommender):
+        def __init__(self, ctx, config):
+            super().__init__(ctx, config)
+            self.attach_mrdib({m: 4 for m in self.modalities}, user_dim=user_dim)
+
+    Tiny.modalities = modalities
+    Tiny.__name__ = "TinyBackbone"
+    ctx = ModelContext(n_users=3, n_items=5, train=np.array([[0, 1], [1, 2], [2, 3]], dtype=np.int64),
+                       features={m: torch.randn(5, 6) for m in modalities}, embedding_dim=4,
+                       device=torch.device("cpu"), seed=0, mrdib=mrdib)
+    return Tiny(ctx, Tiny.Config())
+
+
+@pytest.mark.parametrize("modalities", [("image", "text", "audio"), ("image",), ("text", "audio")])
+def test_active_plugin_refuses_a_modality_set_other_than_image_and_text(modalities):
+    with pytest.raises(ValueError, match="supports exactly the modalities") as error:
+        MRdIB({m: 4 for m in modalities}, user_dim=4, config=MRdIBConfig(), seed=0)
+    assert str(sorted(modalities)) in str(error.value) and "['image', 'text']" in str(error.value)
+    with pytest.raises(ValueError, match=r"^TinyBackbone: the MRdIB plug-in supports exactly") as error:
+        tiny_backbone(modalities, 4, MRdIBConfig())
+    assert str(sorted(modalities)) in str(error.value)
+    only_encoder = MRdIBConfig(alpha1=0.0, alpha2=0.0, alpha3=0.0, keep_encoder=True)  # active too
+    with pytest.raises(ValueError, match="supports exactly the modalities"):
+        tiny_backbone(modalities, 4, only_encoder)
+
+
+def test_active_plugin_refuses_a_backbone_without_a_user_vector():
+    with pytest.raises(ValueError, match=r"^TinyBackbone gives no user vector \(user_dim None\)"):
+        tiny_backbone(("image", "text"), None, MRdIBConfig())
+    with pytest.raises(ValueError, match="gives no user vector"):
+        tiny_backbone(("image", "text"), None, MRdIBConfig(alpha1=0.0, alpha2=0.0, alpha3=0.0, keep_encoder=True))
+    with pytest.raises(ValueError, match=r"^MRdIB gives no user vector"):
+        MRdIB({"image": 4, "text": 4}, user_dim=None, config=MRdIBConfig(), seed=0)
+
+
+@pytest.mark.parametrize("modalities,user_dim", [(("image", "text", "audio"), 4), (("image", "text"), None)])
+def test_inactive_plugin_accepts_what_it_would_refuse(modalities, user_dim):
+    """alpha = 0 (or no MRdIB config) builds nothing: the base backbone, whatever it gives."""
+    for config in (None, MRdIBConfig(alpha1=0.0, alpha2=0.0, alpha3=0.0)):
+        assert tiny_backbone(modalities, user_dim, config).mrdib is None

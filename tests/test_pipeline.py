@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 DVC = str(Path(sys.executable).with_name("dvc"))

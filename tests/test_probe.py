@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
-from models.data import load_dataset
-from tasks import probe, report
-from tasks.config import load_params
-from tasks.synthetic import SyntheticConfig, generate, informative_factors, write_dataset
-from tasks.train import build_model
 from test_ablate import SEEDS, trained_layout
+
+from config.params import load_params
+from config.sections import SyntheticConfig
+from models.data import load_dataset
+from pipeline.synthetic import generate, informative_factors, write_dataset
+from pipeline.training import build_model
+from tasks import probe, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -120,7 +121,7 @@ def test_item_latents_npz_holds_every_planted_block_of_the_kept_items(tiny_synth
     assert set(blocks) == {"unique_visual", "unique_text", "redundant", "synergy_visual", "synergy_text",
                            "nuisance_visual", "nuisance_text"}
     assert all(len(b) == data.n_items for b in blocks.values())
-    for modality, sizes in structure["modality_latent_blocks"].items():
+    for sizes in structure["modality_latent_blocks"].items():
         assert all(blocks[name].shape[1] == k for name, k in sizes.items())
     # rows line up with item_factors.npy (itemID order): the informative factors recomputed from them match
     assert np.allclose(informative_factors(blocks), np.load(tiny_synthetic / "item_factors.npy"))
@@ -175,7 +176,7 @@ def test_scoring_items_of_an_id_only_reference(tiny_synthetic):
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory, tiny_synthetic):
     """The shared tiny layout (VBPR base, MRdIB, no_kl; 2 seeds; 2 epochs) probed, MLflow in a temporary store."""
-    from tasks import tracking
+    from pipeline import tracking
 
     root = trained_layout(tmp_path_factory, tiny_synthetic)
     out = tmp_path_factory.mktemp("probe")
@@ -212,7 +213,7 @@ def test_probe_json_has_every_model_block_and_finite_numbers(probed, tmp_path_fa
     assert "no_kl" in ablations
     assert list(tiny["models"]) == ["features", "vbpr"] and list(tiny["models"]["vbpr"]) == ["base", "mrdib", *ablations]
     assert not tiny["failed"]
-    for setting, numbers in tiny["models"]["vbpr"].items():
+    for numbers in tiny["models"]["vbpr"].values():
         assert numbers["seeds"] == list(SEEDS) and numbers["n_seeds"] == 2
         assert set(numbers["latents"]) == {"image", "text", "item"}
         for latent in numbers["latents"].values():

@@ -6,18 +6,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
+from test_ablate import SEEDS, trained_layout
 
+from config.backbones import MULTIMODAL
+from config.params import load_params
 from models.base import FeatureTable
 from models.data import load_dataset
 from models.evaluation import Evaluator
-from models.registry import BACKBONES
+from pipeline.training import build_model
 from tasks import reliance, report
-from tasks.config import load_params
-from tasks.train import build_model
-from test_ablate import SEEDS, trained_layout
-from conftest import REPO
-
-MULTIMODAL = sorted(b for b, cls in BACKBONES.items() if cls.modalities)
 
 
 def feature_tables(model, modality):

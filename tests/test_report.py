@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from models.data import load_dataset
-from models.registry import BACKBONES
-from tasks import report
-from tasks.config import load_params
 from conftest import REPO
-from tasks.train import build_model
 from test_ablate import SEEDS, trained_layout
+
+from config.backbones import MULTIMODAL
+from config.params import load_params
+from models.data import load_dataset
+from pipeline.training import build_model
+from tasks import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -24,7 +24,7 @@ def reported(tmp_path_factory, tiny_synthetic):
     root = trained_layout(tmp_path_factory, tiny_synthetic)
     tuned = root / "tuned" / "tiny"
     tuned.mkdir(parents=True, exist_ok=True)
-    (tuned / "vbpr-mrdib.json").write_text(json.dumps({  # the tune stage's layout (tasks.train.read_tuned)
+    (tuned / "vbpr-mrdib.json").write_text(json.dumps({  # the tune stage's layout (pipeline.training.read_tuned)
         "source": "optuna", "variant": "mrdib", "trials": 6, "best_value": 0.1234,
         "values": {"mrdib.alpha1": 0.001, "mrdib.alpha2": 0.05, "mrdib.alpha3": 0.0001}}))
     report.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
@@ -84,7 +84,7 @@ def test_improvement_csv_matches_table1(reported):
     assert row.ci_low_pct == pytest.approx(100 * table1["recall_at_20"]["ci_low"] / table1["recall_at_20"]["base_mean"])
 
 
-@pytest.mark.parametrize("backbone", sorted(b for b, cls in BACKBONES.items() if cls.modalities))
+@pytest.mark.parametrize("backbone", MULTIMODAL)
 def test_item_latents_of_every_multimodal_backbone(backbone, tiny_synthetic):
     """Each backbone exposes a latent per modality for every item (FREEDOM through its loss); mrdib's is mu."""
     params = load_params(REPO / "params.yaml", ["train.device=cpu", "seed=3"])

@@ -1,6 +1,5 @@
 """SparseGraph: the sparse product and its gradient equal the dense computation."""
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from models.graph import SparseGraph, normalized_bipartite

@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from tasks.config import ParamsError, load_params
-from tasks.synthetic import MODALITY_BLOCKS, SyntheticConfig, generate, item_latents, mix_features
-from tasks.sweep import paired_interval, variant_params, verdict
+from config.params import ParamsError, load_params
+from config.sections import SyntheticConfig
+from pipeline.stats import paired_interval
+from pipeline.stats import paired_verdict as verdict
+from pipeline.sweep import variant_params
+from pipeline.synthetic import MODALITY_BLOCKS, generate, item_latents, mix_features
 
 REPO_PARAMS = "params.yaml"
 
@@ -131,8 +134,8 @@ def test_tuned_values_only_with_equal_budgets_for_both_variants(tmp_path):
 
 
 def test_tiny_sweep_end_to_end(tmp_path):
-    """The DVC stages' path: one backbone's part (sweep@vbpr), then --combine (sweep_table)."""
-    from tasks import sweep
+    """The DVC stages' path: one backbone's part (sweep@vbpr), then sweep_table."""
+    from tasks import sweep, sweep_table
 
     base = "{n_users: 60, interactions_per_item: 6.0, nonlinearity: 0.0, image_dim: 16, text_dim: 16}"
     sets = ["--params", REPO_PARAMS, "--set", f"sweep.grids.small.base={base}", "--set", "sweep.grid=small",
@@ -142,8 +145,8 @@ def test_tiny_sweep_end_to_end(tmp_path):
     sweep.main(sets + ["--backbone", "vbpr", "--workers", "1", "--tuned-dir", str(tmp_path / "no-tuned"),
                        "--json", str(out / "sweep" / "vbpr.json")])
     assert not (out / "sweep.md").exists()   # a part writes its json only
-    sweep.main(sets + ["--combine", str(out / "sweep"), "--json", str(out / "sweep.json"),
-                       "--markdown", str(out / "sweep.md"), "--plot", str(out / "plots" / "sweep.png")])
+    sweep_table.main(sets + ["--parts", str(out / "sweep"), "--json", str(out / "sweep.json"),
+                             "--markdown", str(out / "sweep.md"), "--plot", str(out / "plots" / "sweep.png")])
     record = json.loads((out / "sweep.json").read_text())
     assert record["seeds"] == [11, 12] and record["backbones"] == ["vbpr"] and record["epochs"] == 2
     assert record["budget"]["vbpr"]["trials"] == {"base": 0, "mrdib": 0}
@@ -162,5 +165,5 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert "| nonlinearity=1.0 | vbpr |" in text and "untuned (equal budget 0)" in text and "60 users" in text
     assert "](plots/sweep.png)" in text and (out / "plots" / "sweep.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="stale"):   # a part of another grid is refused
-        sweep.main(sets + ["--set", "sweep.epochs=3", "--combine", str(out / "sweep"),
-                           "--json", str(tmp_path / "x.json")])
+        sweep_table.main(sets + ["--set", "sweep.epochs=3", "--parts", str(out / "sweep"),
+                                 "--json", str(tmp_path / "x.json")])

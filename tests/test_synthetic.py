@@ -4,8 +4,10 @@ import json
 import numpy as np
 import pytest
 
+from config.sections import SyntheticConfig
 from models.data import load_dataset
-from tasks.synthetic import SyntheticConfig, generate, informative_factors, item_latents, split_sizes, write_dataset
+from pipeline.split import split_sizes
+from pipeline.synthetic import generate, informative_factors, item_latents, write_dataset
 
 
 @pytest.mark.parametrize("n,expected", [(5, (1, 1)), (9, (1, 1)), (10, (1, 1)), (15, (1, 2)), (20, (2, 2)), (31, (3, 3))])

@@ -6,14 +6,14 @@ import sqlite3
 
 import pytest
 import torch
-
-import tasks.tracking as tracking
 from conftest import REPO, tracked_client
-from tasks.config import load_params
-from tasks.registered import main as registered_main
-from tasks.tracking import CHAMPION, Tracker
+
+import pipeline.tracking as tracking
+from config.params import load_params
+from pipeline.tracking import CHAMPION, Tracker
+from pipeline.training import run, with_values
 from tasks.train import main as train_main
-from tasks.train import run, with_values
+from tools.registered import main as registered_main
 
 PARAMS = REPO / "params.yaml"
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
@@ -34,7 +34,7 @@ def client(store, monkeypatch):
 
 
 def test_a_training_run_is_logged_and_found_by_its_tags(tiny_synthetic, tmp_path, client, store, monkeypatch):
-    monkeypatch.setenv("MRDIB_AIRFLOW_RUN_ID", "manual__1")  # what tasks/orchestrate.py sets inside a DAG run
+    monkeypatch.setenv("MRDIB_AIRFLOW_RUN_ID", "manual__1")  # what tools/orchestrate.py sets inside a DAG run
     metrics = run(params(), tiny_synthetic, "vbpr", "mrdib", tmp_path / "run", track=True)
     experiment = client.get_experiment_by_name("tiny")
     assert experiment.artifact_location.startswith((store / "artifacts").as_uri())  # beside the db, not the repo
@@ -124,12 +124,12 @@ def test_mlflow_never_breaks_training(problem, tiny_synthetic, tmp_path, monkeyp
         lock.execute("CREATE TABLE held (x)")
         lock.execute("BEGIN EXCLUSIVE")  # another process holds the store
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
-    with caplog.at_level(logging.WARNING, logger="tasks.tracking"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
         metrics = run(params(), tiny_synthetic, "vbpr", "mrdib", tmp_path / "run", track=True)
     if lock is not None:
         lock.close()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["valid"] == metrics["valid"]
-    warnings = [r for r in caplog.records if r.name == "tasks.tracking" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "pipeline.tracking" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "training goes on" in warnings[0].getMessage()
 
 

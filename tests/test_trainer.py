@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
+from config.params import ParamsError, load_params
 from models.trainer import NegativeSampler, NonFiniteLossError
-from tasks.config import ParamsError, load_params
+from pipeline.training import run
 from tasks.train import main as train_main
-from tasks.train import run
 
 PARAMS = REPO / "params.yaml"
 QUIET = ["train.progress=false"]
@@ -197,7 +197,7 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_synthetic, tmp_path):
 
 
 def test_compare_trains_each_model_once_and_prints_a_table(tiny_synthetic, tmp_path, capsys):
-    from tasks.compare import main as compare_main
+    from tools.compare import main as compare_main
 
     args = ["--data-dir", str(tiny_synthetic), "--out", str(tmp_path), "--models", "pop", "vbpr:mrdib",
             "--params", str(PARAMS), "--set", "train.epochs=1", "--set", "train.progress=false"]

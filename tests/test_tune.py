@@ -9,12 +9,12 @@ import time
 
 import optuna
 import pytest
-
 from conftest import REPO, tracked_client
+
+from config.params import load_params
 from models.evaluation import Evaluator
-from tasks.config import load_params
-from tasks.tracking import Tracker
-from tasks.tune import Objective, TrialRunner, tune
+from pipeline.tracking import Tracker
+from pipeline.tuning import Objective, TrialRunner, tune
 from tasks.tune import main as tune_main
 
 PARAMS = REPO / "params.yaml"
@@ -158,8 +158,8 @@ def test_untuned_backbone_gets_a_zero_budget_for_both_variants(tmp_path):
 
 
 def test_search_space_and_its_checks():
-    from tasks.config import ParamsError
-    from tasks.tune import search_space
+    from config.params import ParamsError
+    from pipeline.tuning import search_space
 
     loaded = load_params(PARAMS, ["tune.tune_lr=true", "tune.tune_reg=true"])
     space = search_space(loaded, "vbpr")
@@ -181,7 +181,7 @@ def test_search_space_and_its_checks():
 def test_a_study_opened_again_does_not_replay_its_first_trials(tmp_path):
     """Each process opens the study anew: a sampler seeded with `seed` alone would draw trial 0's
     parameters again after a resume."""
-    from tasks.tune import open_study
+    from pipeline.tuning import open_study
 
     def draw(study):
         study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)

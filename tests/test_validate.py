@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.config import ParamsError, load_params
-from tasks.validate import ValidateConfig, format_failures, main, validate_dataset, write_report
+from config.params import ParamsError, load_params
+from config.sections import ValidateConfig
+from tasks.validate import format_failures, main, validate_dataset, write_report
 from tests.conftest import REPO
 
 TINY = ValidateConfig(text_dim=32, image_dim=48, user_k_core=5, item_k_core=1)  # tiny_synthetic's layout

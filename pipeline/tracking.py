@@ -36,26 +36,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from models.config import StrictConfig
+from config.metrics import metric_key
+from config.sections import TrackingConfig
 
-log = logging.getLogger("tasks.tracking")
+log = logging.getLogger("pipeline.tracking")
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION = "champion"
 SQLITE = "sqlite:///"
 _BROKEN: set[str] = set()   # stores that failed in this process: warned once, not tried again
-# Set by tasks/orchestrate.py for the stages of a DAG run: its run id and its trigger parameters (JSON).
+# Set by tools/orchestrate.py for the stages of a DAG run: its run id and its trigger parameters (JSON).
 AIRFLOW_TAGS = {"airflow_run_id": "MRDIB_AIRFLOW_RUN_ID", "airflow_params": "MRDIB_RUN_PARAMS"}
-
-
-class TrackingConfig(StrictConfig):
-    enabled: bool = True                          # log every training run to MLflow
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_location: str = "mlruns/artifacts"   # root of the experiments' artifact folders
-    # `register:` in params.yaml (the name shadows BaseModel.register): register every logged model
-    register_models: bool = Field(True, alias="register")
-    log_model: bool = True                        # log the pickled model with its signature
 
 
 def tracking_enabled(cfg: TrackingConfig) -> bool:
@@ -86,11 +77,6 @@ def resolve_store(cfg: TrackingConfig) -> tuple[str, str]:
     return uri, path.resolve().as_uri()
 
 
-def metric_key(name: str) -> str:
-    """MLflow refuses `@` in metric names: recall@20 -> recall_at_20."""
-    return name.replace("@", "_at_")
-
-
 class Tracker:
     """One MLflow run (or none: every method is then a no-op). Every call is failure-safe."""
 
@@ -115,8 +101,8 @@ class Tracker:
 
     @classmethod
     def start(cls, cfg: TrackingConfig, experiment: str, run_name: str, tags: dict[str, str],
-              parent: "Tracker | None" = None, reuse: dict[str, str] | None = None,
-              supersede: dict[str, str] | None = None) -> "Tracker":
+              parent: Tracker | None = None, reuse: dict[str, str] | None = None,
+              supersede: dict[str, str] | None = None) -> Tracker:
         """A new run in `experiment`; `reuse`: tags of a run to continue instead (a resumed study);
         `supersede`: tags of runs left RUNNING by a killed process, marked KILLED first."""
         if not tracking_enabled(cfg):

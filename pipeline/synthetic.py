@@ -20,11 +20,10 @@ protocol's per-user recipe. `structure.json` records the layout, `item_factors.n
 ground-truth informative factors, `item_latents.npz` every planted block of `item_latents()` (clutter
 and the synergy halves included; row i = itemID i), which tasks/probe.py probes the models' latents for.
 
-    python -m tasks.synthetic --out data/synthetic [--set synthetic.n_users=500]
+    python -m tasks.download --dataset synthetic   (the pipeline's way to write it)
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -34,71 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 
-from models.config import StrictConfig
+from config.sections import SyntheticConfig
+from pipeline.split import split_per_user
 
 log = logging.getLogger(__name__)
-
-
-class SyntheticConfig(StrictConfig):
-    n_users: int = Field(1500, ge=10)
-    n_items: int = Field(3000, ge=60)
-    unique_visual: int = Field(4, ge=0)    # factors only the image features carry
-    unique_text: int = Field(4, ge=0)      # factors only the text features carry
-    redundant: int = Field(4, ge=0)        # factors both carry
-    synergistic: int = Field(2, ge=0)      # factors s = a_v * a_t
-    nuisance_visual: int = Field(16, ge=0)  # clutter dimensions in the image latents
-    nuisance_text: int = Field(16, ge=0)    # clutter dimensions in the text latents
-    nuisance_scale: float = Field(2.0, ge=0)  # std of clutter relative to the factors' 1
-    image_dim: int = Field(512, ge=1)
-    text_dim: int = Field(384, ge=1)
-    feature_noise: float = Field(0.1, ge=0)   # std of noise added after mixing
-    preference_strength: float = Field(3.0, gt=0)  # scale of user-item affinity
-    popularity_std: float = Field(0.5, ge=0)  # std of the item popularity bias
-    mean_interactions: float = Field(12.0, ge=5)  # per user, at least 5
-    # The sweep's knobs (tasks/sweep.py); at their defaults the data is bit-identical to the linear generator's.
-    nonlinearity: float = Field(0.0, ge=0, le=1)  # share of the non-linear mix in the features (0: linear only)
-    nonlinear_gain: float = Field(1.0, gt=0)      # scale of the non-linear mix's pre-activations (tanh saturation)
-    interactions_per_item: float | None = Field(None, gt=0)  # target mean per item: sets n_items (None: n_items)
-
-    @model_validator(mode="after")
-    def check_items(self) -> "SyntheticConfig":
-        if self.items() < 60:
-            raise ValueError(f"interactions_per_item {self.interactions_per_item} leaves {self.items()} items "
-                             f"for {self.n_users} users x {self.mean_interactions}: at least 60 needed")
-        return self
-
-    def items(self) -> int:
-        """Items drawn: n_items, or n_users * mean_interactions / interactions_per_item when that is set."""
-        if self.interactions_per_item is None:
-            return self.n_items
-        return int(round(self.n_users * self.mean_interactions / self.interactions_per_item))
-
-    def resolved(self) -> "SyntheticConfig":
-        """This config with n_items = items() (what item_latents and sample_interactions read)."""
-        return self if self.items() == self.n_items else self.model_copy(update={"n_items": self.items()})
-
-
-def split_sizes(n: int) -> tuple[int, int]:
-    """(valid, test) counts for a user with n interactions: n < 10 -> 1 + 1, else 20% half each."""
-    if n < 10:
-        return 1, 1
-    held = int(round(0.2 * n))
-    return held // 2, held - held // 2
-
-
-def split_per_user(users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """x_label (0/1/2) for interaction rows grouped by user, shuffled within each user."""
-    labels = np.zeros(len(users), dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(users)]
-    for start, end in zip(starts, ends):
-        order = start + rng.permutation(end - start)
-        n_valid, n_test = split_sizes(end - start)
-        labels[order[:n_valid]] = 1
-        labels[order[n_valid:n_valid + n_test]] = 2
-    return labels
 
 
 def item_latents(cfg: SyntheticConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -229,23 +168,3 @@ def write_dataset(out: Path, frame: pd.DataFrame, arrays: dict[str, np.ndarray],
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
-
-def main(argv: list[str] | None = None) -> None:
-    from tasks.config import load_params
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/synthetic"))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    params = load_params(args.params, args.overrides)
-    frame, arrays, structure = generate(params.synthetic, params.seed)
-    write_dataset(args.out, frame, arrays, structure)
-    counts = frame["x_label"].value_counts().sort_index().tolist()
-    log.info("wrote %s: %d users, %d items, %d interactions (train/valid/test %s)", args.out,
-             frame["userID"].nunique(), frame["itemID"].nunique(), len(frame), counts)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The project command behind the Airflow DAG (dags/mrdib_pipeline.py): a run's parameters in, DVC stages out.
 
-    python -m tasks.orchestrate configure --conf JSON [--run-id ID]
-    python -m tasks.orchestrate stage --conf JSON [--run-id ID] [--backbone NAME] PATTERN [PATTERN ...]
+    python -m tools.orchestrate configure --conf JSON [--run-id ID]
+    python -m tools.orchestrate stage --conf JSON [--run-id ID] [--backbone NAME] PATTERN [PATTERN ...]
 
 Both run in the DVC workspace (the current folder). `configure` validates the run's parameters
 (the DAG's trigger form, as JSON) and writes them into params.yaml, comments and layout kept,
@@ -31,6 +31,8 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+from config.params import ParamsError, load_params
 
 NOTHING_TO_DO = 99  # exit code: no stage of dvc.yaml matches the patterns
 REFUSED = 2         # exit code: the run's parameters cannot be applied (as argparse's usage errors)
@@ -109,8 +111,6 @@ def apply(path: Path, conf: dict, validate: bool) -> list[str]:
     with staged.open("w") as handle:
         yaml.dump(doc, handle)
     if validate:
-        from tasks.config import ParamsError, load_params  # imports torch: only in `configure`
-
         try:
             load_params(staged)
         except ParamsError as err:

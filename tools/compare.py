@@ -1,25 +1,26 @@
 """Train several backbones x variants on one dataset folder and print one comparison table.
 
-    python -m tasks.compare --data-dir data/synthetic --out runs/synthetic \
+    python -m tools.compare --data-dir data/synthetic --out runs/synthetic \
         [--models pop bprmf lightgcn vbpr vbpr:mrdib] [--seeds 2024 2025] [--set key=value ...]
 
-Each model runs through the same `tasks.train.run` as `python -m tasks.train`; its folder
+Each model runs through the same `pipeline.training.run` as `python -m tasks.train`; its folder
 OUT/<backbone>-<variant>/seed<seed>/ holds metrics.json, per_user_test.npz, history.json and
-best.pt (the layout `tasks.evaluate` reads). The table goes to stdout and to OUT/table.md.
+best.pt (the layout `tasks.table1` reads). The table goes to stdout and to OUT/table.md.
 A finished model is not trained again (delete its folder to retrain).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
-from tasks.config import load_params
-from tasks.train import run, write_json
+from config.metrics import BRIEF
+from config.params import load_params
+from pipeline.io import setup_logging, write_json
+from pipeline.training import run
 
 DEFAULT_MODELS = ["pop", "bprmf", "lightgcn", "vbpr", "vbpr:mrdib"]
-COLUMNS = ["recall@5", "ndcg@5", "recall@20", "ndcg@20", "precision@20", "map@20"]
+COLUMNS = [*BRIEF, "precision@20", "map@20"]
 
 
 def markdown_table(rows: dict[str, dict]) -> str:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     params = load_params(args.params, args.overrides)
     rows = {}
     for seed in args.seeds or [params.seed]:

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config.params import Params
+from config.sections import ABLATIONS, ablated
 from models.base import Recommender
 from models.data import Dataset, load_dataset
-from models.mrdib import ABLATIONS, ablated
 from models.trainer import pick_device
-from tasks.config import Params
-from tasks.evaluate import Run
-from tasks.train import build_model
+from pipeline.runs import Run
+from pipeline.training import build_model
 
 
 class LatentsUnavailable(RuntimeError):

@@ -1,9 +1,9 @@
 """Registered model versions side by side: base vs MRdIB, seed by seed, the `champion` marked.
 
-    python -m tasks.registered --dataset D [--backbones B ...] [--out reports/registered_D.md] [--all]
+    python -m tools.registered --dataset D [--backbones B ...] [--out reports/registered_D.md] [--all]
 
 Every tracked training run registers its model as a version of `<dataset>-<backbone>`
-(tasks/tracking.py). For each such registered model this prints one row per version (variant,
+(pipeline/tracking.py). For each such registered model this prints one row per version (variant,
 ablation, seed, tuned or params.yaml alphas, the validation score that elects the champion, test
 metrics, run id) and, per variant, the mean ± std over seeds with MRdIB's change against base.
 A model trained again registers a new version: by default the table shows the newest version of
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.evaluation import mean_and_std
-from tasks.config import load_params
-from tasks.tracking import CHAMPION, metric_key, resolve_store
+from config.metrics import BRIEF, metric_key
+from config.params import load_params
+from pipeline.io import setup_logging
+from pipeline.stats import mean_and_std
+from pipeline.tracking import CHAMPION, resolve_store
 
-COLUMNS = ["recall@5", "ndcg@5", "recall@20", "ndcg@20"]
+COLUMNS = list(BRIEF)
 
 
 def collect(client, dataset: str, backbones: list[str] | None, newest_only: bool) -> dict[str, list[dict]]:
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="every version, not only the newest per variant and seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(logging.WARNING)
     from mlflow import MlflowClient
 
     uri, _ = resolve_store(load_params(args.params, args.overrides).tracking)
