@@ -26,7 +26,7 @@ from config.sections import (
     TuneConfig,
     ValidateConfig,
 )
-from config.strict import ParamsError, StrictConfig, describe  # noqa: F401 (ParamsError: re-exported)
+from config.strict import ParamsError, StrictConfig, describe
 
 # backbones.<b>.train_on.<dataset>: overrides of `train:` for one backbone on one dataset, read by
 # Params.for_dataset (not part of the backbone's own config)

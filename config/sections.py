@@ -145,8 +145,8 @@ class DatasetConfig(StrictConfig):
 
 
 class SyntheticConfig(StrictConfig):
-    n_users: int = Field(1500, ge=10)
-    n_items: int = Field(3000, ge=60)
+    n_users: int = Field(600, ge=10)
+    n_items: int = Field(900, ge=60)
     unique_visual: int = Field(4, ge=0)    # factors only the image features carry
     unique_text: int = Field(4, ge=0)      # factors only the text features carry
     redundant: int = Field(4, ge=0)        # factors both carry
@@ -220,12 +220,12 @@ class TrackingConfig(StrictConfig):
 
 class PipelineConfig(StrictConfig):
     datasets: list[str] = ["synthetic"]      # names in `datasets:`
-    backbones: list[str] = ["vbpr"]          # multimodal backbones, trained base and mrdib
-    references: list[str] = []               # ID-only references (pop, bprmf, lightgcn), base only
+    backbones: list[str] = ["vbpr", "mmgcn", "dualgnn"]  # multimodal backbones, trained base and mrdib
+    references: list[str] = ["pop", "bprmf", "lightgcn"]  # ID-only references, base only
     seeds: list[int] = Field([2025, 2026, 2027, 2028, 2029], min_length=1)  # never `seed`: it tunes
     variants: list[Literal[VARIANTS]] = list(VARIANTS)  # variants trained per backbone
-    ablation_backbones: list[str] = []       # backbones of the ablation (Table 2)
-    ablations: list[str] = list(ABLATIONS)   # settings of the ablation (ABLATIONS above)
+    ablation_backbones: list[str] = ["vbpr"]  # backbones of the ablation (Table 2)
+    ablations: list[str] = ["encoder_only", "no_kl", "no_redundancy_unique"]  # settings of Table 2 (ABLATIONS)
     bootstrap: int = Field(1000, ge=10)      # resamples of the two-way (seeds x users) paired bootstrap
 
     @field_validator("seeds")

@@ -4,7 +4,7 @@
 would: the values stay in the working copy, `git diff params.yaml` shows them), then each task
 runs `python -m tools.orchestrate stage PATTERN...`, i.e. `dvc repro --glob` on its stages:
 download → filter → features → validate → graphs, tune and train (one task per backbone) →
-references → evaluate → ablate → report. A stage that dvc.yaml does not have is a skipped task.
+references → table1 → ablate (and table2) → report. A stage that dvc.yaml does not have is a skipped task.
 DVC's cache makes finished stages no-ops, so a retried or re-triggered task redoes only what is
 missing. The MLflow runs of a DAG run carry its run id (tag `airflow_run_id`) and its parameters.
 
@@ -35,8 +35,8 @@ BEFORE = [("download", ["download@{dataset}"]), ("filter", ["filter@{dataset}"])
           ("features", ["features@{dataset}"]), ("validate", ["validate@{dataset}"])]
 PER_BACKBONE = [("graphs", ["graphs@{dataset}-{backbone}"]), ("tune", ["tune@{dataset}-{backbone}"]),
                 ("train", ["train@{dataset}-{backbone}-*"])]
-AFTER = [("references", ["reference@{dataset}-*"]), ("evaluate", ["evaluate"]),
-         ("ablate", ["ablate@{dataset}-*", "ablation_table"]),
+AFTER = [("references", ["reference@{dataset}-*"]), ("table1", ["table1"]),
+         ("ablate", ["ablate@{dataset}-*", "table2"]),
          # reliance: every trained run's modality reliance; the sweep: its own synthetic data; probe: the latents
          # against the planted blocks; all read by the report
          ("report", ["reliance", "sweep@*", "sweep_table", "probe", "report"])]

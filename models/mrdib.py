@@ -22,7 +22,8 @@ returns h unchanged and no loss term or random draw is added - so such a run is 
 to the base backbone. `keep_encoder` is the control that separates the layer from the objective
 (ablation `encoder_only`): the Gaussian encoders are built and trained, z is sampled in training
 and mu used at evaluation exactly as in MRdIB, but no MRdIB term (KL, L_R, L_U) is added. The
-fused L_S head of backbones whose score does not use z stays: it is L_S, not an MRdIB term. Its parameters are initialised from their own generator, so building
+fused L_S head of backbones whose score does not use z stays: it is L_S, not an MRdIB term. Its
+parameters are initialised from their own generator, so building
 the plug-in never shifts the backbone's random initialisation.
 """
 from __future__ import annotations

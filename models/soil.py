@@ -92,7 +92,7 @@ def interest_adjacencies(ctx, config: SOILConfig, modalities) -> dict:
 class SOIL(DecayingLR):
     Config = SOILConfig
     graph_names = ('adjacency', 'item_graph_image', 'item_graph_text')
-    graph_params = ('knn_k', 'interest_k', 'second_order_k', 'second_order_weight')  # the config keys build_graphs reads
+    graph_params = ('knn_k', 'interest_k', 'second_order_k', 'second_order_weight')  # what build_graphs reads
 
     def __init__(self, ctx, config: SOILConfig):
         super().__init__(ctx, config)

@@ -129,7 +129,8 @@ class Trainer:
         return self.dir / "best.pt"
 
     def save_last(self) -> None:
-        payload = {"fingerprint": self.fingerprint, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        payload = {"fingerprint": self.fingerprint, "model": self.model.state_dict(),
+                   "optimizer": self.optimizer.state_dict(),
                    "state": self.state.__dict__, "numpy_rng": self.rng.bit_generator.state,
                    "torch_rng": torch.get_rng_state(),
                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -169,7 +170,7 @@ class Trainer:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.optimizer is not None:
-            self.train()
+            self.run_epochs()
             if self.best_path.exists():
                 self.model.load_state_dict(torch.load(self.best_path, map_location=self.device, weights_only=True))
         else:
@@ -178,7 +179,7 @@ class Trainer:
         self.model.prepare_eval()
         return self.evaluator.per_user(self.model.full_scores, ("valid", "test"))
 
-    def train(self) -> None:
+    def run_epochs(self) -> None:
         """The one training loop (fit and the tuner's trials alike): resume from last.pt when there is
         one, then epochs until the epoch cap or `patience` epochs without a better validation score."""
         self.dir.mkdir(parents=True, exist_ok=True)

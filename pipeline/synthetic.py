@@ -14,7 +14,8 @@ MRdIB builds on, Williams & Beer 2010):
 Users' preferences depend on the informative factors (unique, redundant, synergistic) plus
 an item popularity bias. Each modality's latents are linearly mixed into its feature space
 with noise (`nonlinearity` > 0 first warps them with a random tanh layer that entangles clutter and
-signal; `interactions_per_item` sets n_items from the items' side of sparsity); text rows are L2-normalised like sentence embeddings. Interactions are sampled
+signal; `interactions_per_item` sets n_items from the items' side of sparsity); text rows are
+L2-normalised like sentence embeddings. Interactions are sampled
 per user without replacement (Gumbel top-k on preference / temperature) and split with the
 protocol's per-user recipe. `structure.json` records the layout, `item_factors.npy` the
 ground-truth informative factors, `item_latents.npz` every planted block of `item_latents()` (clutter

@@ -93,7 +93,7 @@ class Tracker:
             return None
         try:
             return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - tracking must never stop training
+        except Exception as err:  # any error: tracking must never stop training
             _BROKEN.add(self.store)
             log.warning("MLflow: could not %s at %s (%s: %s); tracking is off for this process, "
                         "training goes on", what, self.uri or self.store, type(err).__name__, str(err)[:300])

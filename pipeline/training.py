@@ -268,6 +268,7 @@ def command(argv: list[str] | None = None, stage: str = "train") -> None:
             raise SystemExit("--ablation applies to --variant mrdib only")
         params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
         tags["ablation"] = args.ablation
+        stage = "ablate"  # whichever command ran it: an ablation is told apart by name and tag
     if stage != "train":
         tags["stage"] = stage
     seeds = params.report_seeds() if args.pipeline_seeds else args.seeds

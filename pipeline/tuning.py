@@ -84,7 +84,7 @@ class TrialRunner:
             trainer = Trainer(model, self.dataset.train, evaluator, train_settings(params), Path(folder), params.seed)
             if on_epoch is not None:
                 trainer.on_epoch = lambda epoch, record: on_epoch(epoch, record, trainer.state.best_score)
-            trainer.train()
+            trainer.run_epochs()
         return trainer
 
 

@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
     parser.add_argument("--raw", type=Path, help="raw folder (default data/raw/<dataset>)")
-    parser.add_argument("--out", type=Path, help="dataset folder with i_id_mapping.csv (default data/prepared/<dataset>)")
+    parser.add_argument("--out", type=Path,
+                        help="dataset folder with i_id_mapping.csv (default data/prepared/<dataset>)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

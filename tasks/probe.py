@@ -46,21 +46,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only
-import matplotlib.lines  # noqa: E402
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402  (scikit-learn's dependency)
+import matplotlib.lines
+import matplotlib.patches
+import matplotlib.pyplot as plt
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-from config.params import Params, load_params  # noqa: E402
-from config.sections import ABLATIONS, VARIANTS  # noqa: E402
-from models.base import Recommender  # noqa: E402
-from models.data import load_dataset  # noqa: E402
-from models.registry import get_backbone  # noqa: E402
-from pipeline.io import save_figure, setup_logging, write_text  # noqa: E402
-from pipeline.latents import LatentsUnavailable, item_latents, load_run_model, run_dataset, scoring_items  # noqa: E402
-from pipeline.runs import Run, RunError, load_runs  # noqa: E402
-from pipeline.stats import mean_and_std  # noqa: E402
+from config.params import Params, load_params
+from config.sections import ABLATIONS, VARIANTS
+from models.base import Recommender
+from models.data import load_dataset
+from models.registry import get_backbone
+from pipeline.io import save_figure, setup_logging, write_text
+from pipeline.latents import LatentsUnavailable, item_latents, load_run_model, run_dataset, scoring_items
+from pipeline.runs import Run, RunError, load_runs
+from pipeline.stats import mean_and_std
 
 log = logging.getLogger("tasks.probe")
 
@@ -162,7 +162,8 @@ def ridge_probe(x: np.ndarray, targets: dict[str, np.ndarray], train: np.ndarray
     for b in names:
         cost = sse[:, columns[b]].sum(axis=1)
         best = len(cost) - 1 - int(np.argmin(cost[::-1]))
-        out[b] = {"r2": r_squared(y[test][:, columns[b]], final[best][:, columns[b]]), "penalty": float(penalties[best])}
+        out[b] = {"r2": r_squared(y[test][:, columns[b]], final[best][:, columns[b]]),
+                  "penalty": float(penalties[best])}
     return out
 
 
@@ -239,7 +240,8 @@ def probe_latents(latents: dict[str, np.ndarray], planted: dict[str, np.ndarray]
         clutter = [planted[b] for b in OWN_CLUTTER.get(name, CLUTTER) if b in planted]
         sources = {"clutter": np.concatenate(clutter, axis=1) if clutter else None,
                    "informative": informative, "planted": everything}
-        shares = {s: ridge_probe(x, {"latent": z}, train, test, folds)["latent"]["r2"] if x is not None else float("nan")
+        shares = {s: ridge_probe(x, {"latent": z}, train, test, folds)["latent"]["r2"]
+                  if x is not None else float("nan")
                   for s, x in sources.items()}
         out["latents"][name] = {"dim": int(z.shape[1]), "r2": {b: v["r2"] for b, v in forward.items()},
                                 "penalty": {b: v["penalty"] for b, v in forward.items()},
@@ -318,14 +320,16 @@ def probe_dataset(params: Params, name: str, runs: list[Run], roots: dict[str, P
               "blocks": {b: int(v.shape[1]) for b, v in planted.items()}, "models": {}, "failed": {},
               "not_probed": {}, "seconds": {}}
     start = time.perf_counter()
-    numbers = probe_latents({m: features[m] for m in ("image", "text") if m in features}, planted, train, test, folds, k)
+    raw = {m: features[m] for m in ("image", "text") if m in features}
+    numbers = probe_latents(raw, planted, train, test, folds, k)
     result["models"][FEATURES] = {"raw": summarise({0: numbers}) | {"seeds": [], "n_seeds": 0}}  # not a trained model
     result["seconds"][FEATURES] = round(time.perf_counter() - start, 2)
     groups: dict[tuple[str, str], dict[int, dict]] = {}
     for run in sorted(runs, key=lambda r: (r.backbone, r.variant, r.seed)):
         if not has_item_representation(run.backbone):
             if run.backbone not in result["not_probed"]:
-                log.info("%s/%s: not probed: it has no item representation (no features, no embedding)", name, run.backbone)
+                log.info("%s/%s: not probed: it has no item representation (no features, no embedding)",
+                         name, run.backbone)
             result["not_probed"][run.backbone] = "no item representation (no features, no embedding)"
             continue
         label = f"{run.backbone}-{run.variant}/seed{run.seed}"
@@ -393,13 +397,15 @@ def markdown(report: dict) -> str:
         lines += ["", f"Cross-modal redundancy: held-out correlation of the image and text latents' canonical "
                       f"pairs (regularised CCA fitted on probe-train); top-k mean over k = {data['cca_k']} "
                       "(the planted redundant factors).", "",
-                  "| model | setting | seeds | first canonical correlation | mean of the top k |", "|---|---|---|---|---|"]
+                  "| model | setting | seeds | first canonical correlation | mean of the top k |",
+                  "|---|---|---|---|---|"]
         for backbone, settings in data["models"].items():
             for setting, numbers in settings.items():
                 if "redundancy" in numbers:
                     r = numbers["redundancy"]
                     seeds = str(numbers["n_seeds"] or "–")
-                    lines.append(f"| {backbone} | {setting} | {seeds} | {cell(r['cca_first'])} | {cell(r['cca_top_k'])} |")
+                    lines.append(f"| {backbone} | {setting} | {seeds} | {cell(r['cca_first'])} "
+                                 f"| {cell(r['cca_top_k'])} |")
         if data["not_probed"]:
             lines += ["", "Nothing to probe: " + ", ".join(f"{k} ({v})" for k, v in data["not_probed"].items()) + "."]
         if data["failed"]:
@@ -428,8 +434,10 @@ def plot(report: dict, path: Path) -> None:
     std over seeds), the raw features as black bars across. Without a dataset: a figure that says so."""
     rows = [(name, backbone) for name, data in report["datasets"].items() for backbone in data["models"]
             if backbone != FEATURES]
-    id_only = lambda row: not any(  # noqa: E731  ID-only references (item latent only) go last
-        {"image", "text"} & set(numbers["latents"]) for numbers in report["datasets"][row[0]]["models"][row[1]].values())
+    def id_only(row) -> bool:  # ID-only references (item latent only) go last
+        models = report["datasets"][row[0]]["models"][row[1]]
+        return not any({"image", "text"} & set(numbers["latents"]) for numbers in models.values())
+
     rows = sorted(rows, key=id_only)
     if not rows:
         fig, ax = plt.subplots(figsize=(6, 1.6))

@@ -22,15 +22,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on the pipeline's machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from config.params import Params, load_params  # noqa: E402
-from config.sections import ABLATIONS, VARIANTS  # noqa: E402
-from pipeline.io import save_figure, write_text  # noqa: E402
-from pipeline.latents import LatentsUnavailable, item_latents, run_latents  # noqa: E402,F401 (shared with tasks.probe)
-from pipeline.runs import Run, RunError, load_runs  # noqa: E402
+from config.params import Params, load_params
+from config.sections import ABLATIONS, VARIANTS
+from pipeline.io import save_figure, write_text
+from pipeline.latents import run_latents
+from pipeline.runs import Run, RunError, load_runs
 
 COLORS = {"base": "tab:gray", "mrdib": "tab:blue"}
 
@@ -315,7 +315,7 @@ def reliance_section(reports: Path) -> str:
 def sweep_section(reports: Path) -> str:
     """tasks/sweep.py's record (REPORTS/sweep.json) as text: grid, seeds, budget, table, wins and losses, a
     reading guide; its plot (REPORTS/sweep.png) copied to REPORTS/plots/sweep.png and shown from there."""
-    from pipeline.sweep import markdown
+    from pipeline.sweep_report import markdown
 
     path = reports / "sweep.json"
     if not path.is_file():

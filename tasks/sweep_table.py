@@ -13,7 +13,7 @@ from pathlib import Path
 
 from config.params import load_params
 from pipeline.io import setup_logging, write_text
-from pipeline.sweep import combine, markdown, plot
+from pipeline.sweep_report import combine, markdown, plot
 
 log = logging.getLogger("tasks.sweep_table")
 

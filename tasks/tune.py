@@ -1,4 +1,4 @@
-"""Stage `tune@<dataset>-<backbone>-<variant>`: Optuna over one variant of one backbone on one dataset, on validation only.
+"""Stage `tune@<dataset>-<backbone>-<variant>`: Optuna over one variant of one backbone, on validation only.
 
     python -m tasks.tune --dataset D --data-dir data/prepared/D --backbone B --variant base|mrdib \
         --out tuned/D/B-<variant>.json [--params params.yaml] [--graphs FILE] [--set key=value ...] [--verbose]

@@ -32,7 +32,7 @@ from tools import orchestrate
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "mrdib_pipeline"
 TASKS = ["configure", "download", "filter", "features", "validate", "graphs", "tune", "train",
-         "references", "evaluate", "ablate", "report"]
+         "references", "table1", "ablate", "report"]
 DAG_TEST_CONF = {"backbones": ["vbpr"], "seeds": [1], "device": "cpu", "tune": False}
 # Non-default values (but the dataset: the tiny configuration has one); the policy routes `train_queue`.
 REST_CONF = {"datasets": ["synthetic"], "backbones": ["vbpr"], "seeds": [7], "device": "cpu", "tune": True,
@@ -109,8 +109,8 @@ def test_configure_validates_against_tasks_config(tmp_path):
 
 def test_patterns_are_filled_per_dataset_and_backbone():
     conf = {"datasets": ["baby", "sports"]}
-    assert orchestrate.expand(["train@{dataset}-{backbone}-*", "evaluate"], conf, "vbpr") == [
-        "train@baby-vbpr-*", "train@sports-vbpr-*", "evaluate"]
+    assert orchestrate.expand(["train@{dataset}-{backbone}-*", "table1"], conf, "vbpr") == [
+        "train@baby-vbpr-*", "train@sports-vbpr-*", "table1"]
 
 
 def test_dvc_tasks_in_one_workspace_wait_for_each_other(tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_policy_routes_only_this_dags_per_backbone_tasks():
     policy = load_module(REPO / "dags/policy/airflow_local_settings.py", "mrdib_policy")
     run = SimpleNamespace(conf={"train_queue": "gpu", "train_pool": "gpus"})
     train = SimpleNamespace(dag_id=DAG_ID, task_id="train", queue="default", pool="default_pool")
-    other = SimpleNamespace(dag_id=DAG_ID, task_id="evaluate", queue="default", pool="default_pool")
+    other = SimpleNamespace(dag_id=DAG_ID, task_id="table1", queue="default", pool="default_pool")
     for ti in (train, other):
         policy.task_instance_mutation_hook(ti, run)
     policy.task_instance_mutation_hook(SimpleNamespace(dag_id=DAG_ID, task_id="train"), None)
@@ -272,7 +272,7 @@ def test_airflow_dags_test_runs_the_pipeline(deployment):
         (run_id,) = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC", (DAG_ID,)).fetchone()
         for task_id, state in db.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)):
             by_task.setdefault(task_id, set()).add(state)
-    assert by_task.get("train") == {"success"} and by_task.get("evaluate") == {"success"}, (by_task, log)
+    assert by_task.get("train") == {"success"} and by_task.get("table1") == {"success"}, (by_task, log)
     assert set(by_task) == set(TASKS) and all(s <= {"success", "skipped"} for s in by_task.values()), by_task
     params = yaml.safe_load((work / "params.yaml").read_text())
     assert params["pipeline"]["backbones"] == ["vbpr"] and params["train"]["device"] == "cpu"

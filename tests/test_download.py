@@ -26,7 +26,7 @@ class FileHandler(BaseHTTPRequestHandler):
     drop: dict[str, int] = {}
     requests: list[tuple[str, str | None]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.requests.append((self.path, self.headers.get("Range")))
         body = self.files.get(self.path)
         if body is None:

@@ -121,7 +121,7 @@ def test_item_latents_npz_holds_every_planted_block_of_the_kept_items(tiny_synth
     assert set(blocks) == {"unique_visual", "unique_text", "redundant", "synergy_visual", "synergy_text",
                            "nuisance_visual", "nuisance_text"}
     assert all(len(b) == data.n_items for b in blocks.values())
-    for sizes in structure["modality_latent_blocks"].items():
+    for sizes in structure["modality_latent_blocks"].values():
         assert all(blocks[name].shape[1] == k for name, k in sizes.items())
     # rows line up with item_factors.npy (itemID order): the informative factors recomputed from them match
     assert np.allclose(informative_factors(blocks), np.load(tiny_synthetic / "item_factors.npy"))
