@@ -109,4 +109,4 @@ BACKBONES: dict[str, type[BackboneConfig]] = {
     "mgcn": MGCNConfig,
     "soil": SOILConfig,
 }
-MULTIMODAL = sorted(name for name, schema in BACKBONES.items() if schema.modalities)
+MULTIMODAL = [name for name, schema in BACKBONES.items() if schema.modalities]  # in the order above

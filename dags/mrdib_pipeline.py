@@ -19,17 +19,26 @@ missing. The MLflow runs of a DAG run carry its run id (tag `airflow_run_id`) an
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, chain, dag, task
 
+REPO = Path(__file__).resolve().parents[1]  # the DAGs folder is the repository's dags/ (README, Dockerfile)
+sys.path.insert(0, str(REPO))
+from config import sections  # noqa: E402
+from config.backbones import MULTIMODAL  # noqa: E402  (light: pydantic and yaml, no torch)
+from config.params import load_params  # noqa: E402
+
 DAG_ID = "mrdib_pipeline"
-# Choices of the form (tests check them against params.yaml and models/registry.py).
-DATASETS = ["synthetic", "baby", "sports", "movielens100k", "baby2014"]
-BACKBONES = ["vbpr", "mmgcn", "dualgnn", "freedom", "mgcn", "soil"]
-DEFAULT_BACKBONES = ["vbpr", "mmgcn", "dualgnn"]  # = params.yaml pipeline.backbones (tests check it)
-VARIANTS = ["base", "mrdib"]
+# The form's choices and defaults come from the repository's params.yaml and config/: a dataset or a
+# backbone added there is offered here without an edit.
+DEFAULTS = load_params(REPO / "params.yaml")
+DATASETS = sorted(DEFAULTS.datasets)
+BACKBONES = MULTIMODAL
+DEFAULT_BACKBONES = DEFAULTS.pipeline.backbones
+VARIANTS = list(sections.VARIANTS)
 # Task -> the DVC stages it reproduces (`dvc repro --glob`); {dataset}, {backbone} come from the run.
 BEFORE = [("download", ["download@{dataset}"]), ("filter", ["filter@{dataset}"]),
           ("features", ["features@{dataset}"]), ("validate", ["validate@{dataset}"])]
@@ -49,17 +58,17 @@ def choices(default: list, options: list, title: str, description: str) -> Param
 
 
 PARAMS = {
-    "datasets": choices(["synthetic"], DATASETS, "Datasets", "names under `datasets:` in params.yaml"),
+    "datasets": choices(DEFAULTS.pipeline.datasets, DATASETS, "Datasets", "names under `datasets:` in params.yaml"),
     "backbones": choices(DEFAULT_BACKBONES, BACKBONES, "Backbones", "multimodal backbones, one train task each"),
     "variants": choices(VARIANTS, VARIANTS, "Variants", "base backbone and/or backbone + MRdIB"),
-    "seeds": Param([2025, 2026, 2027, 2028, 2029], type="array", items={"type": "integer", "minimum": 0},
+    "seeds": Param(DEFAULTS.pipeline.seeds, type="array", items={"type": "integer", "minimum": 0},
                    minItems=1, uniqueItems=True, title="Seeds",
                    description="every model is trained once per seed (at least 5 for a claim; not params.yaml's "
                                "`seed`, which tunes)"),
     "tune": Param(False, type="boolean", title="Tune",
                   description="Optuna search for base and MRdIB of every backbone, equal budgets; off: "
                               "params.yaml's values for both (a budget of 0)"),
-    "n_trials": Param(8, type="integer", minimum=1, maximum=1000, title="Optuna trials",
+    "n_trials": Param(max(1, DEFAULTS.tune.n_trials), type="integer", minimum=1, maximum=1000, title="Optuna trials",
                       description="trials per dataset, backbone and variant, when tuning"),
     "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device",
                     description="auto takes a GPU where the worker has one"),

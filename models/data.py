@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from config.sections import IMAGE_DIM, TEXT_DIM
+
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 SPLITS = {"train": 0, "valid": 1, "test": 2}
-STANDIN_DIMS = {"image": 4096, "text": 384}
+STANDIN_DIMS = {"image": IMAGE_DIM, "text": TEXT_DIM}  # the real features' widths
 
 
 class DataError(ValueError):

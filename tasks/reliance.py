@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config.metrics import HEADLINE
 from config.params import Params, load_params
 from config.sections import VARIANTS
 from models.base import FeatureTable, Recommender
@@ -48,7 +49,7 @@ from pipeline.stats import mean_and_std, paired_interval
 log = logging.getLogger("tasks.reliance")
 
 MODALITIES = ("image", "text")          # replaced one at a time, in this order
-METRICS = ("recall@20", "ndcg@20")
+METRICS = HEADLINE
 SPLITS = ("valid", "test")
 GRAPH_ONLY = {"freedom": "score reads the features only through the frozen kNN graph (kept): drop ~0 by design"}
 

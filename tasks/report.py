@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from config.metrics import HEADLINE, metric_key, metric_name
 from config.params import Params, load_params
 from config.sections import ABLATIONS, VARIANTS
 from pipeline.io import save_figure, write_text
@@ -33,6 +34,7 @@ from pipeline.latents import run_latents
 from pipeline.runs import Run, RunError, load_runs
 
 COLORS = {"base": "tab:gray", "mrdib": "tab:blue"}
+SUMMARY_METRICS = tuple(map(metric_key, HEADLINE))  # the summary's and the improvement bars' metrics
 
 
 def save_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -124,12 +126,12 @@ def learning_curves(runs: list[Run]) -> pd.DataFrame:
         for record in json.loads(path.read_text()):
             rows.append({"dataset": run.dataset, "backbone": run.backbone, "variant": run.variant, "seed": run.seed,
                          "epoch": record["epoch"], "seconds": record["seconds"],
-                         **{k[len("valid/"):].replace("@", "_at_"): v for k, v in record.items()
+                         **{metric_key(k[len("valid/"):]): v for k, v in record.items()
                             if k.startswith("valid/")}})
     return pd.DataFrame(rows)
 
 
-def plot_learning_curves(frame: pd.DataFrame, path: Path, metric: str = "recall_at_20") -> None:
+def plot_learning_curves(frame: pd.DataFrame, path: Path, metric: str = metric_key(HEADLINE[0])) -> None:
     """One panel per (dataset, backbone); the seed mean per epoch of base and MRdIB, seeds faint."""
     panels = sorted(frame.groupby(["dataset", "backbone"]).groups)
     cols = min(3, len(panels))
@@ -152,7 +154,7 @@ def plot_learning_curves(frame: pd.DataFrame, path: Path, metric: str = "recall_
 
 
 # -- improvement ------------------------------------------------------------------------------------
-def improvement(table1: dict, metrics=("recall_at_20", "ndcg_at_20")) -> pd.DataFrame:
+def improvement(table1: dict, metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
     """From table1.json: relative gain of the MRdIB mean over the base mean (%), and the paired bootstrap
     CI of the per-user difference expressed in % of the base mean (NaN where there is none)."""
     rows = []
@@ -165,7 +167,7 @@ def improvement(table1: dict, metrics=("recall_at_20", "ndcg_at_20")) -> pd.Data
                 base = v["base_mean"]
                 label = f"{dataset}/{backbone} {metric.replace('_at_', '@')}"  # one bar per row in `dvc plots`
                 rows.append({"label": label, "dataset": dataset, "backbone": backbone,
-                             "metric": metric.replace("_at_", "@"),
+                             "metric": metric_name(metric),
                              "improvement_pct": v["improvement_pct"],
                              "ci_low_pct": 100 * v.get("ci_low", np.nan) / base if base else np.nan,
                              "ci_high_pct": 100 * v.get("ci_high", np.nan) / base if base else np.nan})
@@ -331,7 +333,6 @@ def sweep_section(reports: Path) -> str:
 TIMING_NOTE = ("Not reported here: the seconds per epoch of these runs are a few steps on a shared machine, "
                "not a measurement. `python -m benchmarks.speed` measures base and MRdIB stepped alternately "
                "on a fixed workload (see the README's benchmark section).")
-SUMMARY_METRICS = ("recall_at_20", "ndcg_at_20")
 
 
 def summary_section(table1: Path) -> str:
@@ -340,7 +341,7 @@ def summary_section(table1: Path) -> str:
     if not table1.is_file():
         return f"_{table1} not found: run `python -m tasks.table1`._"
     lines = ["| dataset | backbone | seeds | trials (base/MRdIB) | " +
-             " | ".join(f"{m.replace('_at_', '@')}: change, 95% CI" for m in SUMMARY_METRICS) + " |",
+             " | ".join(f"{metric_name(m)}: change, 95% CI" for m in SUMMARY_METRICS) + " |",
              "|---|---|---|---|" + "---|" * len(SUMMARY_METRICS)]
     verdicts = []
     for dataset, backbones in json.loads(table1.read_text()).items():
