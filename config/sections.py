@@ -1,6 +1,6 @@
 """Every section schema of params.yaml except the backbones' (config.backbones) and the whole (config.params).
 
-Defaults here equal params.yaml's values (tests/unit/test_config.py loads one against the other).
+Defaults here equal params.yaml's values (tests/unit/test_layout.py loads one against the other).
 """
 from __future__ import annotations
 

@@ -1,3 +1,11 @@
+"""What every layer shares: the layer markers (a test's folder is its layer), the toy and tiny datasets.
+
+tests/unit/         pure functions: no training, no MLflow/Optuna store, no subprocess (`pytest -m unit`)
+tests/integration/  training, stores, studies, stage main()s, subprocesses (`pytest -m integration`)
+tests/e2e/          a real `dvc repro`, Airflow, servers (`pytest -m e2e`)
+
+Fixtures only here and in each layer's conftest.py: a test module imports no other test module.
+"""
 import os
 from pathlib import Path
 
@@ -11,23 +19,48 @@ torch.set_num_threads(1)
 # the repository's mlruns/ (nor pay for it).
 os.environ.setdefault("MRDIB_TRACKING", "off")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MRDIB_SHARED_DATA", REPO.parent / "shared" / "data" / "amazon"))
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+LAYERS = ("unit", "integration", "e2e")  # registered in pytest.ini
+GOOD_ROWS = [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 1, 0), (1, 2, 0), (1, 0, 2), (2, 2, 0), (2, 0, 1)]
 
 
-def write_inter(folder: Path, rows: list[tuple], header: str = "userID\titemID\tx_label", name: str = "toy") -> Path:
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its folder's layer; a test module outside the three folders is an error."""
+    for item in items:
+        path = Path(item.path)
+        if not path.is_relative_to(TESTS):
+            continue
+        layer = path.relative_to(TESTS).parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{path}: a test module belongs in tests/unit/, tests/integration/ or "
+                                    "tests/e2e/ (its folder is its layer, see tests/conftest.py)")
+        item.add_marker(getattr(pytest.mark, layer))
+
+
+def _write_inter(folder: Path, rows: list[tuple], header: str = "userID\titemID\tx_label", name: str = "toy") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.inter"
     path.write_text(header + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
     return path
 
 
-GOOD_ROWS = [(0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 1, 0), (1, 2, 0), (1, 0, 2), (2, 2, 0), (2, 0, 1)]
+@pytest.fixture
+def write_inter():
+    """write_inter(folder, rows, header=..., name="toy") -> the written <folder>/<name>.inter."""
+    return _write_inter
+
+
+@pytest.fixture
+def good_rows() -> list[tuple]:
+    """(userID, itemID, x_label) of a valid 3-user, 3-item dataset: the rows of `toy_folder`."""
+    return list(GOOD_ROWS)
 
 
 @pytest.fixture
 def toy_folder(tmp_path):
-    write_inter(tmp_path / "toy", GOOD_ROWS)
+    _write_inter(tmp_path / "toy", GOOD_ROWS)
     return tmp_path / "toy"
 
 
@@ -43,14 +76,7 @@ def tiny_synthetic(tmp_path_factory):
     return out
 
 
-def tracked_client(folder: Path, monkeypatch):
-    """MLflow pointed at a store in `folder` (by the environment, as the DAG does), tracking on."""
-    from mlflow import MlflowClient
-
-    from pipeline import tracking
-
-    uri = f"sqlite:///{folder}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MRDIB_TRACKING", raising=False)
-    monkeypatch.setattr(tracking, "_BROKEN", set())  # a store that failed in an earlier test is tried again
-    return MlflowClient(tracking_uri=uri)
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real Amazon datasets (../shared/data/amazon, or $MRDIB_SHARED_DATA); tests skip what is absent."""
+    return Path(os.environ.get("MRDIB_SHARED_DATA", REPO.parent / "shared" / "data" / "amazon"))

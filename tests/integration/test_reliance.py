@@ -1,13 +1,12 @@
 """The modality-reliance diagnostic: mean replacement on every multimodal backbone (exact restore), and the
 stage on the shared tiny trained layout (intact = the runs' own metrics, drop = intact - replaced)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO
-from test_ablate import SEEDS, trained_layout
 
 from config.backbones import MULTIMODAL
 from config.params import load_params
@@ -16,6 +15,8 @@ from models.data import load_dataset
 from models.evaluation import Evaluator
 from pipeline.training import build_model
 from tasks import reliance, report
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def feature_tables(model, modality):
@@ -53,8 +54,8 @@ def test_mean_replacement_flattens_every_table_and_restores_exactly(backbone, ti
 
 
 @pytest.fixture(scope="module")
-def diagnosed(tmp_path_factory, tiny_synthetic):
-    root = trained_layout(tmp_path_factory, tiny_synthetic)
+def diagnosed(tmp_path_factory, tiny_synthetic, trained_layout):
+    root = trained_layout
     out = tmp_path_factory.mktemp("reliance")
     reliance.main(["--params", str(root / "params.yaml"), "--runs", str(root / "runs"),
                    "--data-root", str(tiny_synthetic.parent), "--graphs-root", str(out / "no-graphs"),
@@ -62,18 +63,18 @@ def diagnosed(tmp_path_factory, tiny_synthetic):
     return root, out
 
 
-def test_intact_scores_are_the_runs_own_and_drops_are_differences(diagnosed, tiny_synthetic):
+def test_intact_scores_are_the_runs_own_and_drops_are_differences(diagnosed, layout_seeds):
     root, out = diagnosed
     record = json.loads((out / "reliance.json").read_text())
     vbpr = record["datasets"]["tiny"]["vbpr"]
-    assert record["models"] == 2 * len(SEEDS) and not record["skipped"]
+    assert record["models"] == 2 * len(layout_seeds) and not record["skipped"]
     for variant in ("base", "mrdib"):
         cell = vbpr[variant]
-        assert cell["seeds"] == list(SEEDS) and set(cell["drop"]) == {"image", "text"}
+        assert cell["seeds"] == list(layout_seeds) and set(cell["drop"]) == {"image", "text"}
         for split in ("valid", "test"):
             for metric in ("recall@20", "ndcg@20"):
                 recorded = [json.loads((root / "runs" / "tiny" / f"vbpr-{variant}" / f"seed{s}" / "metrics.json")
-                                       .read_text())[split][metric] for s in SEEDS]
+                                       .read_text())[split][metric] for s in layout_seeds]
                 assert cell["intact"][split][metric]["mean"] == pytest.approx(np.mean(recorded), abs=1e-6)
                 for modality in ("image", "text"):
                     drops = cell["per_seed_drop"][modality][split][metric]
@@ -85,11 +86,11 @@ def test_intact_scores_are_the_runs_own_and_drops_are_differences(diagnosed, tin
     assert record["seconds"] / record["models"] < 30  # seconds per model, not minutes
 
 
-def test_one_drop_recomputed_by_hand(diagnosed, tiny_synthetic):
+def test_one_drop_recomputed_by_hand(diagnosed, tiny_synthetic, layout_seeds):
     root, out = diagnosed
     record = json.loads((out / "reliance.json").read_text())
     params = load_params(root / "params.yaml")
-    run = next(r for r in reliance.load_runs(root / "runs", ("mrdib",)) if r.seed == SEEDS[0])
+    run = next(r for r in reliance.load_runs(root / "runs", ("mrdib",)) if r.seed == layout_seeds[0])
     model = reliance.load_run_model(params, tiny_synthetic.parent, out / "no-graphs", run)
     data = load_dataset(tiny_synthetic)
     evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test})

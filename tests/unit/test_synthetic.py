@@ -10,7 +10,8 @@ from pipeline.split import split_sizes
 from pipeline.synthetic import generate, informative_factors, item_latents, write_dataset
 
 
-@pytest.mark.parametrize("n,expected", [(5, (1, 1)), (9, (1, 1)), (10, (1, 1)), (15, (1, 2)), (20, (2, 2)), (31, (3, 3))])
+@pytest.mark.parametrize("n,expected", [(5, (1, 1)), (9, (1, 1)), (10, (1, 1)), (15, (1, 2)), (20, (2, 2)),
+                                        (31, (3, 3))])
 def test_split_recipe(n, expected):
     assert split_sizes(n) == expected
 

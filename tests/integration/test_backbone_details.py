@@ -1,13 +1,16 @@
 """Backbone-specific behaviour the generic backbone test does not see."""
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import REPO
 
 from config.params import load_params
 from models.base import DecayingLR
 from models.data import load_dataset
 from models.trainer import seed_everything
 from pipeline.training import build_model
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def build(folder, backbone, variant="base"):
@@ -82,23 +85,27 @@ def test_node_level_infonce_counts_each_user_and_item_once(tiny_synthetic):
 
 def test_feature_table_gradient_equals_autograds_dense_gradient_step_after_step():
     """FeatureTable keeps one gradient buffer; each step the optimiser must see exactly the dense
-    gradient autograd would give - rows of the previous step zeroed, repeated rows summed."""
+    gradient autograd would give - rows of the previous step zeroed, repeated rows summed; a step
+    that does not read the table leaves its gradient unset; a frozen table never gets one."""
     from models.base import FeatureTable
     gen = torch.Generator().manual_seed(0)
     values = torch.randn(10, 3, generator=gen)
     table, reference = FeatureTable(values, trainable=True), torch.nn.Parameter(values.clone())
+    frozen, other = FeatureTable(values, trainable=False), torch.nn.Parameter(torch.ones(3))
     weights = torch.randn(3, generator=gen)
-    steps = [[torch.tensor([1, 4, 4, 7])], [torch.tensor([0, 4])], [torch.tensor([2]), torch.tensor([2, 9])], []]
+    steps = [[torch.tensor([1, 4, 4, 7])], [], [torch.tensor([0, 4])], [torch.tensor([2]), torch.tensor([2, 9])]]
     for reads in steps:
-        table.weight.grad, reference.grad = None, None          # zero_grad(set_to_none=True)
-        if not reads:
-            assert table.weight.grad is None
+        table.weight.grad, reference.grad, other.grad = None, None, None   # zero_grad(set_to_none=True)
+        if not reads:   # this step's loss reads the frozen table only
+            (frozen.rows(torch.tensor([1, 4])) * other).pow(2).sum().backward()
+            assert other.grad is not None and torch.count_nonzero(other.grad) == 3   # the backward did run
+            assert table.weight.grad is None                   # the buffer of the last step is not handed out
+            assert not frozen.all().requires_grad and frozen.all().grad is None and not list(frozen.parameters())
             continue
         sum((table.rows(i) * weights).pow(2).sum() for i in reads).backward()
         sum((reference[i] * weights).pow(2).sum() for i in reads).backward()
-        torch.testing.assert_close(table.weight.grad, reference.grad)
-    frozen = FeatureTable(values, trainable=False)
-    assert torch.equal(frozen.rows(torch.tensor([3])), values[[3]]) and not list(frozen.parameters())
+        torch.testing.assert_close(table.weight.grad, reference.grad)   # after the empty step too: rows 1, 7 zeroed
+    assert torch.equal(frozen.rows(torch.tensor([3])), values[[3]]) and frozen.state_dict() == {}
 
 
 def test_soil_and_mgcn_share_the_smooth_learning_rate_decay(tiny_synthetic):

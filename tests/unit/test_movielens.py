@@ -1,8 +1,7 @@
 """MovieLens as a pipeline dataset: RecBole atomic files -> download -> filter (implicit, 5-core, ids, split)
 -> features ("title (year): genres"); the GroupLens archive conversion; errors naming file, line, column.
-Also the real data here (skipped where ../shared/data is absent): ML-100K counts, and Sports' text rows
-being the MiniLM encoding of its item keywords, row i = item i."""
-import csv
+Also the real data here (skipped where ../shared/data is absent): ML-100K counts. (Sports' text rows being
+the MiniLM encoding of its item keywords, row i = item i: tests/integration/test_minilm.py.)"""
 import hashlib
 import io
 import json
@@ -12,21 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA
 from pydantic import ValidationError
-from test_features import fake_encoder
 
 from config.sections import DownloadConfig, FeaturesConfig, FilterConfig
 from models.data import DataError, load_dataset
 from pipeline.movielens import grouplens_to_atomic, item_text, read_items, read_ratings
 from pipeline.split import split_sizes
 from tasks.download import DownloadError, download
-from tasks.features import build_features, encode_texts
+from tasks.features import build_features
 from tasks.filter import filter_ratings
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
-MOVIELENS = SHARED_DATA.parent / "movielens-100k"
 
 
 def ratings_rows():
@@ -86,7 +82,7 @@ def test_every_rating_is_an_interaction_then_5_core_contiguous_ids_and_the_split
     assert (again / "toy" / "toy.inter").read_text() == (out / "toy.inter").read_text()  # seeded
 
 
-def test_features_encode_title_year_genres_with_standin_images(tmp_path):
+def test_features_encode_title_year_genres_with_standin_images(tmp_path, fake_encoder):
     raw, out, _ = prepared(tmp_path)
     seen = []
     record = build_features(FeaturesConfig(text="movielens", image="standin"), raw, out, seed=3, progress=False,
@@ -125,7 +121,7 @@ def test_bad_ratings_name_file_line_and_column(tmp_path, header, rows, message):
     assert "ml-toy.inter" in str(err.value)
 
 
-def test_bad_items_and_missing_files(tmp_path):
+def test_bad_items_and_missing_files(tmp_path, fake_encoder):
     write_atomic(tmp_path / "dup", item_rows=[(10, "A", "1995", "Drama"), (10, "B", "1996", "Drama")])
     with pytest.raises(DataError, match=r"ml-toy.item: line 3 \(data row 1\), column 'item_id': expected each "
                                         r"item_id once, got '10'"):
@@ -206,49 +202,15 @@ def test_grouplens_files_that_are_not_the_layout(tmp_path):
 
 
 # -- the real data here -----------------------------------------------------------------------------------
-@pytest.mark.skipif(not MOVIELENS.is_dir(), reason=f"{MOVIELENS} not present")
-def test_real_movielens_100k_counts(tmp_path):
-    raw = download("ml", DownloadConfig(source="movielens", path=str(MOVIELENS)), tmp_path / "raw")
+def test_real_movielens_100k_counts(tmp_path, shared_data):
+    movielens = shared_data.parent / "movielens-100k"
+    if not movielens.is_dir():
+        pytest.skip(f"{movielens} not present")
+    raw = download("ml", DownloadConfig(source="movielens", path=str(movielens)), tmp_path / "raw")
     stats = filter_ratings(raw, tmp_path / "ml", FilterConfig(k_core=5), 2024)
     # every one of the 100,000 ratings is an interaction; the 5-core drops 333 movies rated < 5 times
     assert (stats["reviews_read"], stats["users"], stats["items"], stats["interactions"]) == (100000, 943, 1349, 99287)
     assert stats["train"] + stats["valid"] + stats["test"] == 99287
-
-
-SPORTS = SHARED_DATA / "sports"
-
-
-@pytest.mark.slow  # MiniLM: ~15 s to load and encode
-@pytest.mark.skipif(not (SPORTS / "item_keywords.tsv").is_file(), reason=f"{SPORTS} not present")
-def test_sports_text_rows_are_minilm_of_the_keywords(tmp_path):
-    """Row i of the features stage's text_feat.npy = MiniLM(keywords of the item whose itemID is i): a few
-    items, in a shuffled itemID order, through the stage with params.yaml's own `sports` config."""
-    from conftest import REPO
-
-    from config.params import load_params
-
-    cfg = load_params(REPO / "params.yaml").datasets["sports"].features
-    assert cfg.text == "keywords" and (REPO / cfg.keywords_file).resolve() == (SPORTS / "item_keywords.tsv").resolve()
-    mapping = pd.read_csv(SPORTS / "i_id_mapping.csv", sep="\t", dtype=str)
-    with open(SPORTS / "item_keywords.tsv", newline="") as handle:  # read independently of tasks.features
-        keywords = {row["asin"]: row for row in csv.DictReader(handle, delimiter="\t")}
-    assert len(keywords) == len(mapping) == 18357
-    assert all(keywords[a]["itemID"] == i for a, i in zip(mapping["asin"], mapping["itemID"]))  # same itemIDs
-    chosen = mapping.iloc[[18356, 0, 9000, 1]]  # a new dataset with these items as itemIDs 0..3
-    folder = tmp_path / "few"
-    folder.mkdir()
-    (folder / "i_id_mapping.csv").write_text("asin\titemID\n" + "".join(f"{a}\t{i}\n"
-                                                                       for i, a in enumerate(chosen["asin"])))
-    build_features(cfg.model_copy(update={"keywords_file": str(SPORTS / "item_keywords.tsv"), "device": "cpu"}),
-                   tmp_path / "raw", folder, progress=False)
-    rows = np.load(folder / "text_feat.npy")
-    direct = encode_texts([keywords[a]["keywords"] for a in chosen["asin"]], device="cpu", progress=False)
-    np.testing.assert_allclose(rows, direct, atol=1e-5)
-    assert np.abs(rows @ direct.T - np.eye(4)).max() > 0.05  # the rows differ: a permutation would be caught
-    prepared_rows = REPO / "data" / "prepared" / "sports" / "text_feat.npy"
-    if prepared_rows.is_file():  # a pipeline run's own file: the same rows at the original itemIDs
-        full = np.load(prepared_rows, mmap_mode="r")
-        np.testing.assert_allclose(full[chosen["itemID"].astype(int).to_numpy()], direct, atol=1e-5)
 
 
 def test_relative_data_paths_are_the_repositorys_inside_a_temp_experiment(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from conftest import GOOD_ROWS, write_inter
 from pydantic import ValidationError
 
 from config.sections import DownloadConfig, SyntheticConfig
@@ -53,7 +52,7 @@ def server():
     """(base URL, handler class) of a fresh server on 127.0.0.1; shut down after the test."""
     handler = type("Handler", (FileHandler,), {"files": {}, "drop": {}, "requests": []})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # fast stop
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
@@ -147,16 +146,21 @@ def test_a_checksum_for_no_fetched_file_is_refused_before_any_download(server, t
         download("toy", local, tmp_path / "out", progress=False)
 
 
-def _prepared_folder(folder, n_items=3):
-    write_inter(folder, GOOD_ROWS, name="toy")
-    np.save(folder / "image_feat.npy", np.ones((n_items, 4), np.float32))
-    np.save(folder / "text_feat.npy", np.ones((n_items, 2), np.float32))
-    return folder
+@pytest.fixture
+def prepared_folder(write_inter, good_rows):
+    """prepared_folder(folder): a prepared dataset there (toy.inter of 3 items, their two feature files)."""
+    def make(folder):
+        write_inter(folder, good_rows, name="toy")
+        np.save(folder / "image_feat.npy", np.ones((3, 4), np.float32))
+        np.save(folder / "text_feat.npy", np.ones((3, 2), np.float32))
+        return folder
+
+    return make
 
 
-def test_prepared_archive_url_is_extracted_into_place(server, tmp_path):
+def test_prepared_archive_url_is_extracted_into_place(server, tmp_path, prepared_folder):
     base, handler = server
-    src = _prepared_folder(tmp_path / "src" / "toy")
+    src = prepared_folder(tmp_path / "src" / "toy")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         archive.add(src, arcname="bundle/toy")
@@ -169,8 +173,8 @@ def test_prepared_archive_url_is_extracted_into_place(server, tmp_path):
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["toy"]  # no staging left
 
 
-def test_prepared_folder_and_local_copy(tmp_path):
-    src = _prepared_folder(tmp_path / "src")
+def test_prepared_folder_and_local_copy(tmp_path, prepared_folder):
+    src = prepared_folder(tmp_path / "src")
     (src / "i_id_mapping.csv").write_text("asin\titemID\nA\t0\nB\t1\nC\t2\n")
     (src / "notes.txt").write_text("not part of the layout")
     prepared = download("p", DownloadConfig(source="prepared", path=str(src)), tmp_path / "raw")

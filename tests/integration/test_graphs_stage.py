@@ -1,8 +1,8 @@
 """The graphs stage: files hold exactly what the backbones build in memory, and stale files are refused."""
 import json
+from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from config.params import load_params
 from models.graph import GraphFileError, load_graphs
@@ -11,6 +11,7 @@ from pipeline import training
 from tasks import graphs as graphs_stage
 from tasks import train as train_stage
 
+REPO = Path(__file__).resolve().parents[2]
 BACKBONES = backbone_classes()
 
 GRAPH_BACKBONES = [name for name, cls in BACKBONES.items() if cls.graph_names and cls.modalities]

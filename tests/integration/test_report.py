@@ -1,27 +1,28 @@
 """The report stage on real short runs: tables included, plots written as valid images, plot data."""
 import json
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
-from test_ablate import SEEDS, trained_layout
 
 from config.backbones import MULTIMODAL
 from config.params import load_params
 from models.data import load_dataset
+from pipeline.latents import LatentsUnavailable, item_latents
 from pipeline.training import build_model
 from tasks import report
 
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory, tiny_synthetic):
+def reported(trained_layout, tiny_synthetic):
     """The shared layout plus one tuned file, then `tasks.report` over all of it."""
-    root = trained_layout(tmp_path_factory, tiny_synthetic)
+    root = trained_layout
     tuned = root / "tuned" / "tiny"
     tuned.mkdir(parents=True, exist_ok=True)
     (tuned / "vbpr-mrdib.json").write_text(json.dumps({  # the tune stage's layout (pipeline.training.read_tuned)
@@ -65,10 +66,10 @@ def test_plots_are_valid_images_linked_relatively(reported):
     assert not list((reported / "reports").rglob("*.tmp*"))
 
 
-def test_learning_curves_csv_has_one_row_per_run_and_epoch(reported):
+def test_learning_curves_csv_has_one_row_per_run_and_epoch(reported, layout_seeds):
     frame = pd.read_csv(reported / "reports" / "plots" / "learning_curves.csv")
-    histories = {(v, s): json.loads((reported / "runs" / "tiny" / f"vbpr-{v}" / f"seed{s}" / "history.json").read_text())
-                 for v in ("base", "mrdib") for s in SEEDS}
+    histories = {(v, s): json.loads((reported / "runs" / "tiny" / f"vbpr-{v}" / f"seed{s}" / "history.json")
+                                    .read_text()) for v in ("base", "mrdib") for s in layout_seeds}
     assert len(frame) == sum(len(h) for h in histories.values()) == 8
     assert not frame.duplicated(["dataset", "backbone", "variant", "seed", "epoch"]).any()
     row = frame[(frame.variant == "mrdib") & (frame.seed == 2) & (frame.epoch == 2)].iloc[0]
@@ -91,7 +92,7 @@ def test_item_latents_of_every_multimodal_backbone(backbone, tiny_synthetic):
     dataset = load_dataset(tiny_synthetic)
     torch.manual_seed(0)
     model = build_model(params, dataset, backbone, "mrdib", torch.device("cpu"))
-    latents = report.item_latents(model, dataset.n_items)
+    latents = item_latents(model, dataset.n_items)
     assert set(latents) == set(model.modalities) and "encode" not in vars(model)
     for z in latents.values():
         assert z.shape[0] == dataset.n_items and np.isfinite(z).all()
@@ -103,8 +104,8 @@ def test_item_latents_of_every_multimodal_backbone(backbone, tiny_synthetic):
 def test_a_backbone_without_modalities_is_reported_not_fatal(tiny_synthetic):
     params = load_params(REPO / "params.yaml", ["train.device=cpu"])
     model = build_model(params, load_dataset(tiny_synthetic), "bprmf", "base", torch.device("cpu"))
-    with pytest.raises(report.LatentsUnavailable):
-        report.item_latents(model, 150)
+    with pytest.raises(LatentsUnavailable):
+        item_latents(model, 150)
 
 
 def test_tsne_without_the_dataset_folder_is_a_note(reported, tmp_path):

@@ -1,15 +1,16 @@
 """The tune stage: validation only, nested MLflow trials, pruning, a killed study resumed, untuned backbones."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, tracked_client
 
 from config.params import load_params
 from models.evaluation import Evaluator
@@ -17,6 +18,7 @@ from pipeline.tracking import Tracker
 from pipeline.tuning import Objective, TrialRunner, tune
 from tasks.tune import main as tune_main
 
+REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
 
@@ -28,8 +30,8 @@ def params(tmp_path, *overrides):
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    return tracked_client(tmp_path, monkeypatch)
+def client(tmp_path, tracked_client):
+    return tracked_client(tmp_path)
 
 
 def keys(payload) -> list[str]:
@@ -104,8 +106,19 @@ def trial_states(database) -> list[tuple[int, str]]:
             return []
 
 
-@pytest.mark.slow
+def reported_epochs(database, number: int) -> int:
+    """How many epochs trial `number` has reported (its intermediate values) so far."""
+    with sqlite3.connect(database, timeout=10) as connection:
+        try:
+            return connection.execute("SELECT COUNT(*) FROM trial_intermediate_values JOIN trials USING (trial_id) "
+                                      "WHERE trials.number = ?", (number,)).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
 def test_a_killed_study_resumes_where_it_stopped(tiny_synthetic, tmp_path):
+    """Killed inside trial 1 (after trial 0 completed): the resumed study keeps trial 0, marks trial 1
+    failed and runs its parameters again, and ends with the full budget."""
     database, out = tmp_path / "optuna.db", tmp_path / "tuned.json"
     command = [sys.executable, "-m", "tasks.tune", "--dataset", "tiny", "--data-dir", str(tiny_synthetic),
                "--backbone", "vbpr", "--out", str(out), "--params", str(PARAMS),
@@ -115,23 +128,29 @@ def test_a_killed_study_resumes_where_it_stopped(tiny_synthetic, tmp_path):
     env = os.environ | {"MRDIB_TRACKING": "off", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not any(state == "COMPLETE" for _, state in trial_states(database)):
+    # Kill once trial 1 has run an epoch: 7 more to go and no pruning before epoch 5, so the kill lands
+    # inside the trial, never between two.
+    while not (trial_states(database)[:2] == [(0, "COMPLETE"), (1, "RUNNING")] and reported_epochs(database, 1)):
         assert first.poll() is None and time.monotonic() < deadline, "the study ended before it could be killed"
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     killed = trial_states(database)
-    assert sum(state in ("COMPLETE", "PRUNED") for _, state in killed) < 3 and not out.exists()
+    assert killed == [(0, "COMPLETE"), (1, "RUNNING")] and not out.exists(), killed   # interrupted mid-trial
 
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = trial_states(database)
-    assert resumed[0] == (0, "COMPLETE") and resumed[:1] == killed[:1]      # the first trial is kept, not rerun
+    assert resumed[:2] == [(0, "COMPLETE"), (1, "FAIL")]          # the first trial is kept, not rerun
+    assert [state for _, state in resumed].count("FAIL") == 1
     assert sum(state in ("COMPLETE", "PRUNED") for _, state in resumed) == 3
-    assert [state for _, state in resumed].count("FAIL") == sum(s == "RUNNING" for _, s in killed)
+    assert re.search(r"trial 1 of \S+ was interrupted", second.stderr), second.stderr[-3000:]
+    (name,) = optuna.get_all_study_names(f"sqlite:///{database}")
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{database}").trials
+    retry = trials[2]   # the failed trial's parameters, tried again first
+    assert retry.user_attrs["retry_of"] == 1 and retry.params == trials[1].params
     tuned = json.loads(out.read_text())
     assert tuned["n_trials"]["complete"] + tuned["n_trials"]["pruned"] == 3
-    assert "interrupted" in second.stderr or "RUNNING" not in {s for _, s in killed}
 
 
 def test_base_variant_is_tuned_with_the_same_budget_and_shared_space(tiny_synthetic, tmp_path):

@@ -3,10 +3,11 @@ import hashlib
 import json
 import logging
 import sqlite3
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tracked_client
 
 import pipeline.tracking as tracking
 from config.params import load_params
@@ -15,6 +16,7 @@ from pipeline.training import run, with_values
 from tasks.train import main as train_main
 from tools.registered import main as registered_main
 
+REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
 
@@ -29,24 +31,56 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture
-def client(store, monkeypatch):
-    return tracked_client(store, monkeypatch)
+def client(store, tracked_client):
+    return tracked_client(store)
 
 
-def test_a_training_run_is_logged_and_found_by_its_tags(tiny_synthetic, tmp_path, client, store, monkeypatch):
+def git(folder, *args) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def commit_of(monkeypatch, tmp_path):
+    """commit_of(folder): git_commit() now reads the repository at `folder` (its cache cleared then and after)."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path is found
+
+    def point(folder):
+        monkeypatch.setattr(tracking, "REPO", folder)
+        tracking.git_commit.cache_clear()
+
+    yield point
+    tracking.git_commit.cache_clear()
+
+
+@pytest.fixture
+def known_repo(tmp_path):
+    """A git repository with one commit (one tracked file); returns (folder, its HEAD)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "tracked.txt").write_text("one\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "tracked.txt")
+    git(repo, "commit", "-qm", "one")
+    return repo, git(repo, "rev-parse", "HEAD")
+
+
+def test_a_training_run_is_logged_and_found_by_its_tags(tiny_synthetic, tmp_path, client, store, monkeypatch,
+                                                         known_repo, commit_of):
+    repo, head = known_repo
+    commit_of(repo)   # the run records the commit of the code it ran: here a repository whose HEAD is known
     monkeypatch.setenv("MRDIB_AIRFLOW_RUN_ID", "manual__1")  # what tools/orchestrate.py sets inside a DAG run
     metrics = run(params(), tiny_synthetic, "vbpr", "mrdib", tmp_path / "run", track=True)
     experiment = client.get_experiment_by_name("tiny")
     assert experiment.artifact_location.startswith((store / "artifacts").as_uri())  # beside the db, not the repo
     found = client.search_runs([experiment.experiment_id], "tags.backbone = 'vbpr' and tags.variant = 'mrdib' and "
                                "tags.dataset = 'tiny' and tags.seed = '2024' and tags.stage = 'train'")
-    assert len(found) >= 1
-    logged = found[0]
+    (logged,) = found   # one training run, logged once
     tags, logged_params, logged_metrics = logged.data.tags, logged.data.params, logged.data.metrics
     assert logged.info.status == "FINISHED"
     assert tags["standin_features"] == "no" and tags["device"] == "cpu" and tags["airflow_run_id"] == "manual__1"
     assert tags["dvc_data_version"] == hashlib.md5((tiny_synthetic / "tiny.inter").read_bytes()).hexdigest()
-    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert tags["git_commit"] == tags["mlflow.source.git.commit"] == head and tags["git_dirty"] == "no"
     assert float(logged_params["mrdib.alpha2"]) == params().mrdib.alpha2 and logged_params["train.epochs"] == "2"
     assert "backbones.vbpr.reg_weight" in logged_params and logged_params["seed"] == "2024"
     assert logged_metrics["test_recall_at_5"] == pytest.approx(metrics["test"]["recall@5"])
@@ -109,6 +143,21 @@ def test_an_ablation_is_named_and_tagged_as_one_and_never_registered(tiny_synthe
     assert found.data.tags["stage"] == "ablate" and found.data.tags["ablation"] == "no_kl"
     versions = client.search_model_versions("name='tiny-vbpr'")
     assert not [v for v in versions if v.run_id == found.info.run_id]
+
+
+def test_git_commit_is_the_head_with_its_dirty_flag_and_unknown_outside_a_repository(known_repo, commit_of,
+                                                                                   tmp_path):
+    repo, head = known_repo
+    commit_of(repo)
+    assert tracking.git_commit() == (head, "no")
+    (repo / "tracked.txt").write_text("two\n")   # a change to a tracked file
+    (repo / "untracked.txt").write_text("")       # untracked files do not count
+    commit_of(repo)
+    assert tracking.git_commit() == (head, "yes")
+    outside = tmp_path / "not-a-repository"
+    outside.mkdir()
+    commit_of(outside)
+    assert tracking.git_commit() == ("unknown", "unknown")   # the documented fallback
 
 
 @pytest.mark.parametrize("problem", ["unreachable", "locked"])

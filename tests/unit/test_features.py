@@ -1,11 +1,10 @@
-"""tasks.features: metadata literals, image .b records, keyword files, the MiniLM encoder."""
+"""tasks.features: metadata literals, image .b records, keyword files (the real MiniLM encoder:
+tests/integration/test_minilm.py)."""
 import gzip
 import json
-import time
 
 import numpy as np
 import pytest
-from conftest import write_inter
 from pydantic import ValidationError
 
 from models.data import DataError, load_dataset
@@ -13,7 +12,6 @@ from tasks.features import (
     IMAGE_DIM,
     FeaturesConfig,
     build_features,
-    encode_texts,
     item_text,
     keyword_texts,
     read_image_features,
@@ -44,18 +42,17 @@ def write_images(path, records):
     return path
 
 
-def make_dataset(folder, asins=ASINS):
-    """A tiny dataset folder: i_id_mapping.csv + a .inter using every item."""
-    rows = [(0, i, 0) for i in range(len(asins))] + [(1, 0, 1), (1, 1, 0), (1, 2, 2)]
-    write_inter(folder, rows, name=folder.name)
-    (folder / "i_id_mapping.csv").write_text("asin\titemID\n" + "".join(f"{a}\t{i}\n" for i, a in enumerate(asins)))
-    return folder
+@pytest.fixture
+def make_dataset(write_inter):
+    def make(folder, asins=ASINS):
+        """A tiny dataset folder: i_id_mapping.csv + a .inter using every item."""
+        rows = [(0, i, 0) for i in range(len(asins))] + [(1, 0, 1), (1, 1, 0), (1, 2, 2)]
+        write_inter(folder, rows, name=folder.name)
+        (folder / "i_id_mapping.csv").write_text("asin\titemID\n" + "".join(f"{a}\t{i}\n"
+                                                                           for i, a in enumerate(asins)))
+        return folder
 
-
-def fake_encoder(texts, batch_size, device, progress):
-    """Deterministic stand-in for MiniLM in the stage tests (the real one is tested below)."""
-    seeds = [sum(t.encode()) for t in texts]
-    return np.stack([np.random.default_rng(s).standard_normal(384) for s in seeds]).astype(np.float32)
+    return make
 
 
 def test_metadata_literals_are_parsed_and_composed(tmp_path):
@@ -80,7 +77,7 @@ def test_a_line_that_is_not_a_literal_names_file_and_line(tmp_path, bad):
         read_metadata(tmp_path / "meta_Bad.json.gz", set(ASINS))
 
 
-def test_image_records_in_chunks_with_mean_for_missing_items(tmp_path):
+def test_image_records_in_chunks_with_mean_for_missing_items(tmp_path, make_dataset):
     rng = np.random.default_rng(0)
     vectors = {a: rng.random(IMAGE_DIM, dtype=np.float32) for a in ["B000000003", "XXXXXXXXXX", "B000000001"]}
     path = write_images(tmp_path / "image_features_Toy.b", list(vectors.items()))
@@ -105,7 +102,7 @@ def test_truncated_image_file_names_the_byte_offset(tmp_path):
         read_image_features(path, ASINS, progress=False)
 
 
-def test_keyword_file_path_and_features_json(tmp_path):
+def test_keyword_file_path_and_features_json(tmp_path, make_dataset, fake_encoder):
     keywords = tmp_path / "item_keywords.tsv"
     keywords.write_text("itemID\tasin\tkeywords\n" + "".join(f"{i}\t{a}\tword{i} thing\n"
                                                                for i, a in enumerate(reversed(ASINS))))
@@ -124,7 +121,7 @@ def test_keyword_file_path_and_features_json(tmp_path):
         FeaturesConfig(text="keywords")
 
 
-def test_metadata_and_images_end_to_end_without_standins(tmp_path):
+def test_metadata_and_images_end_to_end_without_standins(tmp_path, make_dataset, fake_encoder):
     write_meta(tmp_path / "meta_Toy.json.gz", [repr(m) for m in META.values()])
     write_images(tmp_path / "image_features_Toy.b",
                  [(a, np.full(IMAGE_DIM, i, np.float32)) for i, a in enumerate(ASINS)])
@@ -139,7 +136,7 @@ def test_metadata_and_images_end_to_end_without_standins(tmp_path):
                                                        "text_feat.npy", "toy.inter"]
 
 
-def test_missing_raw_files_say_how_to_get_them(tmp_path):
+def test_missing_raw_files_say_how_to_get_them(tmp_path, make_dataset, fake_encoder):
     folder = make_dataset(tmp_path / "toy")
     with pytest.raises(DataError, match=r"meta_\*\.json\.gz for the text features, found none.*text: standin"):
         build_features(FeaturesConfig(), tmp_path / "raw", folder, encoder=fake_encoder, progress=False)
@@ -147,16 +144,3 @@ def test_missing_raw_files_say_how_to_get_them(tmp_path):
         build_features(FeaturesConfig(text="standin"), tmp_path / "raw", folder, progress=False)
     assert not (folder / "text_feat.npy").exists()
 
-
-@pytest.mark.slow  # ~12 s here, mostly importing sentence-transformers
-def test_minilm_encodes_offline_deterministically():
-    texts = ["baby bottle for newborns", "infant feeding bottle", "mountain bike tire"]
-    start = time.perf_counter()
-    first = encode_texts(texts, batch_size=2, device="cpu", progress=False)
-    again = encode_texts(texts[::-1], batch_size=3, device="cpu", progress=False)[::-1]
-    assert first.shape == (3, 384) and first.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(first, again, atol=1e-5)  # independent of order and batching
-    similarity = first @ first.T
-    assert similarity[0, 1] > similarity[0, 2] + 0.2  # the two bottles are closer than the tire
-    print(f"MiniLM load + encode x2: {time.perf_counter() - start:.1f} s")

@@ -11,7 +11,8 @@ import yaml
 from config.params import ParamsError, load_params
 from config.sections import ValidateConfig
 from tasks.validate import format_failures, main, validate_dataset, write_report
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[2]
 
 TINY = ValidateConfig(text_dim=32, image_dim=48, user_k_core=5, item_k_core=1)  # tiny_synthetic's layout
 
@@ -151,7 +152,8 @@ def test_user_k_core_violated(tiny, tmp_path):
     write_inter(tiny, inter.drop(index=drop))
     found = check_fails(tiny, tmp_path / "out", "expect_column_values_to_be_between", "tiny.inter")
     assert found["suite"] == "users" and "5-core" in found["description"]
-    assert found["unexpected_rows"] == [{"userID": user, "n_interactions": 4, "n_train": 2, "n_valid": 1, "n_test": 1}]
+    assert found["unexpected_rows"] == [{"userID": user, "n_interactions": 4, "n_train": 2, "n_valid": 1,
+                                         "n_test": 1}]
 
 
 def test_item_k_core_is_configurable(prepared, tmp_path):

@@ -9,28 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
 
+REPO = Path(__file__).resolve().parents[2]
 DVC = str(Path(sys.executable).with_name("dvc"))
-TRACKED = ["dvc.yaml", "params.yaml", "models", "tasks", ".dvc/config", ".dvc/.gitignore"]
-
-
-def tiny_params(path: Path) -> None:
-    params = yaml.safe_load(path.read_text())
-    params["synthetic"].update(n_users=80, n_items=120, image_dim=16, text_dim=8, mean_interactions=8)
-    params["datasets"]["synthetic"]["train"].update(epochs=2, batch_size=256)
-    params["validate"]["datasets"]["synthetic"].update(image_dim=16, text_dim=8)
-    params["tune"].update(backbones=["vbpr"], n_trials=2, epochs=2, startup_trials=1)
-    params["pipeline"].update(backbones=["vbpr", "freedom"], references=["pop"], seeds=[1, 2], bootstrap=50,
-                              ablation_backbones=["vbpr"], ablations=["encoder_only"])
-    params["sweep"].update(backbones=["vbpr"], seeds=[1, 2], epochs=2, workers=1, grid="small")
-    params["sweep"]["grids"]["small"] = {"base": {"n_users": 60, "interactions_per_item": 6.0},
-                                         "vary": {"nonlinearity": [1.0]}}
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+TRACKED = ["dvc.yaml", "params.yaml", "config", "models", "pipeline", "tasks", ".dvc/config", ".dvc/.gitignore"]
 
 
 @pytest.fixture
-def workspace(tmp_path):
+def workspace(tmp_path, tiny_params):
     work = tmp_path / "repo"
     work.mkdir()
     for name in TRACKED:
@@ -53,7 +39,6 @@ def dvc(work, env, *args):
     return subprocess.run([DVC, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
 def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     work, env = workspace
     first = dvc(work, env, "repro")
@@ -85,7 +70,8 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     assert shown.returncode == 0 and "reports/table1.json" in shown.stdout and "recall_at_20" in shown.stdout
 
     # the README's experiment commands: a temporary experiment with one value changed, then a diff
-    for command in (["git", "add", "dvc.lock"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"]):
+    for command in (["git", "add", "dvc.lock"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"]):
         subprocess.run(command, cwd=work, check=True, env=env)
     experiment = dvc(work, env, "exp", "run", "--temp", "-S", "pipeline.bootstrap=60")
     assert experiment.returncode == 0, experiment.stdout[-3000:] + experiment.stderr[-3000:]

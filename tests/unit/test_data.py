@@ -3,7 +3,6 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import GOOD_ROWS, SHARED_DATA, write_inter
 
 from models.data import DataError, load_dataset
 
@@ -15,8 +14,8 @@ REAL = {  # users, items, train, valid, test (../shared/data/amazon/README.md)
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
-def test_real_interactions_load_unchanged(name):
-    folder = SHARED_DATA / name
+def test_real_interactions_load_unchanged(name, shared_data):
+    folder = shared_data / name
     if not folder.exists():
         pytest.skip(f"{folder} not present")
     before = hashlib.sha256((folder / f"{name}.inter").read_bytes()).hexdigest()
@@ -26,8 +25,8 @@ def test_real_interactions_load_unchanged(name):
     assert hashlib.sha256((folder / f"{name}.inter").read_bytes()).hexdigest() == before
 
 
-def test_good_folder_with_extra_columns_and_any_float_dtype(tmp_path):
-    rows = [r + (5, 1700000000) for r in GOOD_ROWS]
+def test_good_folder_with_extra_columns_and_any_float_dtype(tmp_path, good_rows, write_inter):
+    rows = [r + (5, 1700000000) for r in good_rows]
     folder = tmp_path / "d"
     write_inter(folder, rows, header="userID\titemID\tx_label\trating\ttimestamp", name="whatever_name")
     np.save(folder / "image_feat.npy", np.ones((3, 4), dtype=np.float64))
@@ -37,21 +36,25 @@ def test_good_folder_with_extra_columns_and_any_float_dtype(tmp_path):
     assert data.train.tolist() == [[0, 0], [1, 1], [1, 2], [2, 2]]
 
 
-BAD_INTERACTIONS = [
-    ("missing column", "userID\titemID", GOOD_ROWS, r"missing column\(s\) \['x_label'\]"),
-    ("non-integer id", None, GOOD_ROWS[:3] + [(1, "x1", 0)] + GOOD_ROWS[4:], r"line 5 .*column 'itemID'.*non-negative integer, got 'x1'"),
-    ("fractional id", None, GOOD_ROWS[:3] + [(1.5, 1, 0)] + GOOD_ROWS[4:], r"line 5 .*'userID'.*got '1.5'"),
-    ("negative id", None, GOOD_ROWS + [(-1, 0, 0)], r"line 10 .*'userID'.*got '-1'"),
-    ("id gap", None, [(u if u < 2 else 3, i, x) for u, i, x in GOOD_ROWS], r"'userID'.*contiguous.*\[2\]"),
-    ("bad x_label", None, GOOD_ROWS[:2] + [(0, 2, 3)] + GOOD_ROWS[3:], r"line 4 .*'x_label'.*got '3'"),
-    ("duplicate pair", None, GOOD_ROWS + [(2, 2, 1)], r"line 10 .*each \(user, item\) pair once, got '2,2'"),
-    ("user without train", None, [r for r in GOOD_ROWS if r != (2, 2, 0)] + [(2, 1, 2)], r"user\(s\) \[2\] have no train row"),
+BAD_INTERACTIONS = [  # (case, header, the rows made from the good ones, message)
+    ("missing column", "userID\titemID", lambda good: good, r"missing column\(s\) \['x_label'\]"),
+    ("non-integer id", None, lambda good: good[:3] + [(1, "x1", 0)] + good[4:],
+     r"line 5 .*column 'itemID'.*non-negative integer, got 'x1'"),
+    ("fractional id", None, lambda good: good[:3] + [(1.5, 1, 0)] + good[4:], r"line 5 .*'userID'.*got '1.5'"),
+    ("negative id", None, lambda good: good + [(-1, 0, 0)], r"line 10 .*'userID'.*got '-1'"),
+    ("id gap", None, lambda good: [(u if u < 2 else 3, i, x) for u, i, x in good], r"'userID'.*contiguous.*\[2\]"),
+    ("bad x_label", None, lambda good: good[:2] + [(0, 2, 3)] + good[3:], r"line 4 .*'x_label'.*got '3'"),
+    ("duplicate pair", None, lambda good: good + [(2, 2, 1)], r"line 10 .*each \(user, item\) pair once, got '2,2'"),
+    ("user without train", None, lambda good: [r for r in good if r != (2, 2, 0)] + [(2, 1, 2)],
+     r"user\(s\) \[2\] have no train row"),
 ]
 
 
 @pytest.mark.parametrize("case,header,rows,message", BAD_INTERACTIONS, ids=[c[0] for c in BAD_INTERACTIONS])
-def test_bad_interactions_are_refused_with_file_and_row(tmp_path, case, header, rows, message):
+def test_bad_interactions_are_refused_with_file_and_row(tmp_path, good_rows, write_inter, case, header, rows,
+                                                        message):
     kwargs = {"header": header} if header else {}
+    rows = rows(good_rows)
     if header:
         rows = [r[:2] for r in rows]
     path = write_inter(tmp_path / "bad", rows, **kwargs)
@@ -62,7 +65,8 @@ def test_bad_interactions_are_refused_with_file_and_row(tmp_path, case, header, 
 
 @pytest.mark.parametrize("array,message", [
     (np.ones((4, 5), dtype=np.float32), r"expected shape \[3 items, d\], got \[4, 5\]"),
-    (np.array([[1.0, 2.0], [np.nan, 0.0], [1.0, 1.0]]), r"row 1 \(itemID 1\), column 0: expected a finite value, got nan"),
+    (np.array([[1.0, 2.0], [np.nan, 0.0], [1.0, 1.0]]),
+     r"row 1 \(itemID 1\), column 0: expected a finite value, got nan"),
     (np.array([[1.0, np.inf], [0.0, 0.0], [1.0, 1.0]]), r"row 0 .*column 1.*got inf"),
     (np.ones((3, 2), dtype=np.int64), r"expected a float array"),
 ])

@@ -39,7 +39,6 @@ def serve_and_fetch(command: list[str], url: str, log: Path, timeout: float = 12
         server.wait(timeout=30)
 
 
-@pytest.mark.slow
 def test_mlflow_ui_serves_the_store(tmp_path):
     port = free_port()
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -50,7 +49,6 @@ def test_mlflow_ui_serves_the_store(tmp_path):
     assert '"experiments"' in page and "Default" in page
 
 
-@pytest.mark.slow
 def test_optuna_dashboard_serves_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="synthetic-vbpr-test", storage=storage, direction="maximize")

@@ -1,11 +1,11 @@
-"""The Airflow DAG (dags/mrdib_pipeline.py), its command (tools/orchestrate.py) and the Dockerfile.
+"""The Airflow DAG (dags/mrdib_pipeline.py), parsed and run by Airflow (its command's rules without Airflow:
+tests/unit/test_orchestrate.py; its workspace lock: tests/integration/test_workspace_lock.py).
 
-Structure and the command's rules are checked in seconds; then a real `airflow dags test` of a
+The DAG as Airflow parses it; then a real `airflow dags test` of a
 tiny configuration, and a real scheduler + dag processor + API server on 127.0.0.1, triggered
 over REST with non-default parameters that must reach the MLflow runs. Both use a temporary
 AIRFLOW_HOME and a temporary copy of the repository; servers are stopped by process id.
 """
-import importlib.util
 import json
 import os
 import secrets
@@ -20,15 +20,11 @@ import urllib.error
 import urllib.request
 from contextlib import closing
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import REPO
-from test_pipeline import tiny_params
 
-from tools import orchestrate
-
+REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "mrdib_pipeline"
 TASKS = ["configure", "download", "filter", "features", "validate", "graphs", "tune", "train",
@@ -37,113 +33,6 @@ DAG_TEST_CONF = {"backbones": ["vbpr"], "seeds": [1], "device": "cpu", "tune": F
 # Non-default values (but the dataset: the tiny configuration has one); the policy routes `train_queue`.
 REST_CONF = {"datasets": ["synthetic"], "backbones": ["vbpr"], "seeds": [7], "device": "cpu", "tune": True,
              "n_trials": 2, "train_queue": "gpu"}
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# --- the command, without Airflow ------------------------------------------------------------
-
-PARAMS_TEXT = """\
-train:
-  device: auto            # auto | cpu | cuda
-pipeline:                 # what runs
-  datasets: [synthetic]   # list[str]: names
-  backbones: [vbpr, mmgcn]  # list[str]: backbones
-  seeds: [2024, 2025]     # list[int]: seeds
-tune:
-  backbones: [vbpr]       # list[str]: tuned
-  n_trials: 8             # int: trials
-"""
-
-
-def test_configure_writes_the_run_into_params_keeping_comments(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text(PARAMS_TEXT)
-    changes = orchestrate.apply(path, {"backbones": ["vbpr"], "seeds": [7], "device": "cpu", "tune": True,
-                                       "n_trials": 3, "train_queue": "gpu"}, validate=False)
-    assert changes == ['pipeline.backbones: ["vbpr", "mmgcn"] -> ["vbpr"]', "pipeline.seeds: [2024, 2025] -> [7]",
-                       'train.device: "auto" -> "cpu"', "tune.n_trials: 8 -> 3"]
-    lines = path.read_text().splitlines()
-    assert len(lines) == len(PARAMS_TEXT.splitlines())
-    for key, comment in (("backbones: [vbpr]", "# list[str]: backbones"), ("seeds: [7]", "# list[int]: seeds"),
-                         ("device: cpu", "# auto | cpu | cuda"), ("n_trials: 3", "# int: trials")):
-        assert any(line.strip().startswith(key) and line.endswith(comment) for line in lines), (key, lines)
-    assert orchestrate.apply(path, {"seeds": [7]}, validate=False) == []   # already there: untouched
-    orchestrate.apply(path, {"tune": False, "n_trials": 50}, validate=False)
-    assert yaml.safe_load(path.read_text())["tune"] == {"backbones": ["vbpr"], "n_trials": 0}
-
-
-def test_configure_changes_only_the_lines_of_the_keys_it_sets(tmp_path):
-    """On the real params.yaml: `null`s, quotes and every other line stay byte for byte (a rewritten
-    file would tag every MLflow run git_dirty)."""
-    path = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", path)
-    before = path.read_text().splitlines()
-    orchestrate.apply(path, {"seeds": [7], "n_trials": 3, "tune": True}, validate=False)
-    after = path.read_text().splitlines()
-    changed = [(old, new) for old, new in zip(before, after) if old != new]
-    assert len(after) == len(before) and any(": null" in line for line in after)
-    assert [new.split("#")[0].strip() for _, new in changed] == ["seeds: [7]", "n_trials: 3"], changed
-
-
-def test_a_parameter_params_yaml_cannot_hold_is_an_error_unless_implicit(tmp_path):
-    params = yaml.safe_load(PARAMS_TEXT)
-    assert "pipeline.variants" not in orchestrate.assignments({"variants": ["base", "mrdib"]}, params)
-    with pytest.raises(orchestrate.OrchestrateError, match="pipeline.variants"):
-        orchestrate.assignments({"variants": ["mrdib"]}, params)
-
-
-def test_configure_validates_against_tasks_config(tmp_path):
-    path = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", path)
-    before = path.read_text()
-    with pytest.raises(orchestrate.OrchestrateError, match="nowhere"):
-        orchestrate.apply(path, {"datasets": ["nowhere"]}, validate=True)
-    assert path.read_text() == before and list(tmp_path.iterdir()) == [path]
-
-
-def test_patterns_are_filled_per_dataset_and_backbone():
-    conf = {"datasets": ["baby", "sports"]}
-    assert orchestrate.expand(["train@{dataset}-{backbone}-*", "table1"], conf, "vbpr") == [
-        "train@baby-vbpr-*", "train@sports-vbpr-*", "table1"]
-
-
-def test_dvc_tasks_in_one_workspace_wait_for_each_other(tmp_path, monkeypatch):
-    (tmp_path / "params.yaml").write_text(PARAMS_TEXT)
-    monkeypatch.chdir(tmp_path)   # the lock is .dvc/tmp/orchestrate.lock of the working directory
-    with orchestrate.workspace_lock():
-        other = subprocess.Popen([sys.executable, "-m", "tools.orchestrate", "configure"], cwd=tmp_path, text=True,
-                                 stdout=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(REPO)})
-        time.sleep(1.5)
-        assert other.poll() is None   # still waiting
-    assert other.wait(timeout=60) == 0 and "waiting for" in other.stdout.read()
-
-
-def test_policy_routes_only_this_dags_per_backbone_tasks():
-    policy = load_module(REPO / "dags/policy/airflow_local_settings.py", "mrdib_policy")
-    run = SimpleNamespace(conf={"train_queue": "gpu", "train_pool": "gpus"})
-    train = SimpleNamespace(dag_id=DAG_ID, task_id="train", queue="default", pool="default_pool")
-    other = SimpleNamespace(dag_id=DAG_ID, task_id="table1", queue="default", pool="default_pool")
-    for ti in (train, other):
-        policy.task_instance_mutation_hook(ti, run)
-    policy.task_instance_mutation_hook(SimpleNamespace(dag_id=DAG_ID, task_id="train"), None)
-    assert (train.queue, train.pool) == ("gpu", "gpus") and (other.queue, other.pool) == ("default", "default_pool")
-
-
-def test_dockerfile_installs_like_the_readme_and_ignores_data():
-    docker = (REPO / "Dockerfile").read_text()
-    install = docker.index('RUN PIP_EXTRA_INDEX_URL="${TORCH_INDEX}" ./setup.sh')
-    assert docker.index("COPY --chown=1000:1000 setup.sh requirements.txt") < install < docker.index("COPY --chown=1000:1000 . .")
-    assert "ARG BASE=python:3.11-slim" in docker and "useradd --create-home --uid 1000" in docker
-    assert "USER 1000:1000" in docker and " git " in docker
-    assert "./setup.sh" in (REPO / "README.md").read_text().splitlines()[1]
-    ignored = (REPO / ".dockerignore").read_text().split()
-    assert {"data/", "mlruns/", ".dvc/cache/", ".venv/"} <= set(ignored)
 
 
 # --- the DAG, parsed by Airflow ----------------------------------------------------------------
@@ -166,7 +55,8 @@ bag = DagBag(dag_folder=sys.argv[1])
 seconds = time.perf_counter() - start
 dag = bag.dags.get("mrdib_pipeline")
 module = next(m for name, m in sys.modules.items() if name.endswith("mrdib_pipeline"))  # DagBag's import
-print(json.dumps({"stages": dict(module.BEFORE + module.PER_BACKBONE + module.AFTER),"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
+print(json.dumps({"stages": dict(module.BEFORE + module.PER_BACKBONE + module.AFTER),
+    "errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
     "seconds": seconds, "tags": sorted(dag.tags), "max_active_runs": dag.max_active_runs,
     "params": {k: dag.params.get_param(k).value for k in dag.params},
     "schema": {k: dag.params.get_param(k).schema for k in dag.params},
@@ -209,7 +99,7 @@ def test_form_choices_and_defaults_match_the_project(dag_info):
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     schema, defaults = dag_info["schema"], dag_info["params"]
-    assert schema["datasets"]["items"]["enum"] == list(params["datasets"])
+    assert schema["datasets"]["items"]["enum"] == sorted(params["datasets"])   # every dataset of params.yaml
     assert schema["backbones"]["items"]["enum"] == [b for b, cls in BACKBONES.items() if cls.modalities]
     assert schema["device"]["enum"] == ["auto", "cpu", "cuda"]
     pipeline = params["pipeline"]
@@ -221,7 +111,7 @@ def test_form_choices_and_defaults_match_the_project(dag_info):
 
 # --- real runs ---------------------------------------------------------------------------------
 
-def repo_copy(dest: Path) -> Path:
+def repo_copy(dest: Path, tiny_params) -> Path:
     """The repository's files (tracked and new, not ignored) in `dest`, a fresh git repo, tiny params."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split("\0")
@@ -229,14 +119,14 @@ def repo_copy(dest: Path) -> Path:
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
-    tiny(dest / "params.yaml")
+    tiny(dest / "params.yaml", tiny_params)
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(command, cwd=dest, check=True, capture_output=True)
     return dest
 
 
-def tiny(path: Path) -> None:
+def tiny(path: Path, tiny_params) -> None:
     """test_pipeline's tiny configuration, its validation widths matched, one ablation setting."""
     tiny_params(path)
     params = yaml.safe_load(path.read_text())
@@ -248,9 +138,9 @@ def tiny(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def deployment(tmp_path_factory, tiny_params):
     """A workspace and a migrated AIRFLOW_HOME (with the routing policy), shared by the real runs."""
-    work = repo_copy(tmp_path_factory.mktemp("workspace"))
+    work = repo_copy(tmp_path_factory.mktemp("workspace"), tiny_params)
     home = tmp_path_factory.mktemp("airflow")
     (home / "config").mkdir()
     shutil.copy(work / "dags/policy/airflow_local_settings.py", home / "config")
@@ -260,7 +150,6 @@ def deployment(tmp_path_factory):
     return work, home, env
 
 
-@pytest.mark.slow
 def test_airflow_dags_test_runs_the_pipeline(deployment):
     work, home, env = deployment
     result = subprocess.run([AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps(DAG_TEST_CONF)],
@@ -338,8 +227,7 @@ def servers(deployment, tmp_path):
                 process.wait()
 
 
-@pytest.mark.slow
-@pytest.mark.server
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
 def test_rest_trigger_with_parameters_reaches_the_mlflow_runs(deployment, servers):
     work, home, env = deployment
     base, started = servers
@@ -378,5 +266,6 @@ def test_rest_trigger_with_parameters_reaches_the_mlflow_runs(deployment, server
     assert trained == {("vbpr", "base", "7"), ("vbpr", "mrdib", "7")}, trained
     trials = [t for t in tags if t["stage"] == "tune" and "mlflow.parentRunId" in t]
     # equal budgets: one study per variant, each with the triggered number of trials
-    assert sorted(t["variant"] for t in trials) == ["base"] * REST_CONF["n_trials"] + ["mrdib"] * REST_CONF["n_trials"], trials
+    n_trials = REST_CONF["n_trials"]
+    assert sorted(t["variant"] for t in trials) == ["base"] * n_trials + ["mrdib"] * n_trials, trials
     assert {t["backbone"] for t in trials} == {"vbpr"}

@@ -1,8 +1,9 @@
 """Every registered backbone x variant: trains, loss falls, scores have the right shape, eval is deterministic."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 
 from config.params import load_params
 from models.data import load_dataset
@@ -11,6 +12,7 @@ from models.registry import backbone_classes
 from models.trainer import Trainer, TrainSettings, seed_everything
 from pipeline.training import build_model
 
+REPO = Path(__file__).resolve().parents[2]
 BACKBONES = backbone_classes()
 
 CASES = [(name, variant) for name, cls in BACKBONES.items() if cls.trainable

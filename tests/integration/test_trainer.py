@@ -6,16 +6,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from config.params import ParamsError, load_params
 from models.trainer import NegativeSampler, NonFiniteLossError
 from pipeline.training import run
 from tasks.train import main as train_main
 
+REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
 QUIET = ["train.progress=false"]
 
@@ -104,7 +105,8 @@ def test_command_line_train_values_beat_the_datasets_overrides(tiny_synthetic, t
                 "--params", str(PARAMS), "--set", "train.progress=false", "--set", "train.lr=0.0005"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "synthetic" and metrics["epochs_run"] == 2
-    assert "train overrides of bprmf on dataset synthetic: {'lr': 0.0005, 'epochs': 2," in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "train overrides of bprmf on dataset synthetic: {'lr': 0.0005, 'epochs': 2," in log
 
 
 def test_train_overrides_go_global_then_dataset_then_backbone_on_dataset():
@@ -163,8 +165,11 @@ def test_standin_features_are_flagged(tiny_synthetic, tmp_path):
     with pytest.raises(ValueError, match="stand-in"):
         run(params("train.epochs=1"), folder, "vbpr", "base", tmp_path / "no")
     metrics = run(params("train.epochs=1", "data.standin_features=true"), folder, "vbpr", "base", tmp_path / "yes")
+    assert not (tmp_path / "no" / "metrics.json").exists()   # refused before training
     assert metrics["standin_features"] == ["image", "text"]
-    assert "STAND-IN" in json.dumps(metrics).upper()
+    assert metrics["warning"] == ("STAND-IN features for ['image', 'text']: seeded noise with no signal; "
+                                  "not comparable to published numbers")
+    assert json.loads((tmp_path / "yes" / "metrics.json").read_text())["warning"] == metrics["warning"]
 
 
 def train_command(data, out):
@@ -173,7 +178,6 @@ def train_command(data, out):
             "--set", "train.progress=false", "--set", "train.patience=100"]
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_metrics(tiny_synthetic, tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO)}
     subprocess.run(train_command(tiny_synthetic, tmp_path / "whole"), cwd=REPO, env=env, check=True,

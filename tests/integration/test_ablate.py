@@ -1,0 +1,92 @@
+"""Table 2 from real short training runs: rows, labels, and numbers equal to the metrics.json files."""
+import json
+import shutil
+import statistics
+
+import pytest
+
+from config.metrics import TABLE2
+from config.sections import ABLATIONS
+from tasks import table2
+
+
+def hand_computed(root, seeds, setting, metric):
+    """(mean, sample std) of a setting's test metric, read straight from its metrics.json files."""
+    folder = "ablations" if setting in ABLATIONS else "runs"
+    files = [root / folder / "tiny" / f"vbpr-{setting}" / f"seed{s}" / "metrics.json" for s in seeds]
+    values = [json.loads(path.read_text())["test"][metric] for path in files]
+    return statistics.mean(values), statistics.stdev(values)
+
+
+def test_labels_name_the_zeroed_weights():
+    """Every row of Table 2, in its order, named by what it removes and the weights it zeroes."""
+    assert {setting: table2.setting_label(setting) for setting in table2.settings_in_order()} == {
+        "mrdib": "MRdIB (full)", "no_kl": "w/o KL (α1=0)", "no_redundancy": "w/o L_R (α2=0)",
+        "no_unique": "w/o L_U (α3=0)", "no_redundancy_unique": "w/o L_R, L_U (α2=α3=0)",
+        "encoder_only": "encoder only, no MRdIB term (α1=α2=α3=0)", "base": "base (no MRdIB)"}
+    assert list(table2.settings_in_order()) == ["mrdib", *ABLATIONS, "base"] and len(ABLATIONS) == 5
+
+
+def test_table2_json_matches_the_metrics_files(trained_layout, layout_seeds):
+    table = json.loads((trained_layout / "reports" / "table2.json").read_text())["tiny"]["vbpr"]
+    assert list(table) == ["mrdib", "no_kl", "encoder_only", "base"]
+    for setting in table:
+        assert table[setting]["seeds"] == 2
+        assert ("vs_base" in table[setting]) == (setting != "base")
+        for metric in TABLE2:
+            mean, std = hand_computed(trained_layout, layout_seeds, setting, metric)
+            cell = table[setting][metric.replace("@", "_at_")]
+            assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
+            full = hand_computed(trained_layout, layout_seeds, "mrdib", metric)[0]
+            assert cell["change_pct"] == pytest.approx(100 * (mean / full - 1))
+
+
+def test_table2_markdown_rows_in_order_with_numbers(trained_layout, layout_seeds):
+    lines = (trained_layout / "reports" / "table2.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| tiny | vbpr |")]
+    assert [r.split(" | ")[2] for r in rows] == ["MRdIB (full)", "w/o KL (α1=0)",
+                                                 "encoder only, no MRdIB term (α1=α2=α3=0)", "base (no MRdIB)"]
+    mean, std = hand_computed(trained_layout, layout_seeds, "no_kl", "recall@20")
+    full = hand_computed(trained_layout, layout_seeds, "mrdib", "recall@20")[0]
+    assert f"{mean:.4f} ± {std:.4f} ({100 * (mean / full - 1):+.1f}%)" in rows[1]
+    assert "Recall@10" in lines[0] and "NDCG@20" in lines[0]
+
+
+def test_missing_metrics_is_an_error_naming_the_folder(trained_layout, tmp_path):
+    shutil.copytree(trained_layout / "ablations", tmp_path / "ablations")
+    unfinished = tmp_path / "ablations" / "tiny" / "vbpr-no_unique" / "seed1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "train.log").write_text("")
+    with pytest.raises(SystemExit, match="vbpr-no_unique/seed1: no metrics.json"):
+        table2.main(["--runs", str(trained_layout / "runs"), "--ablations", str(tmp_path / "ablations"),
+                     "--out", str(tmp_path / "reports")])
+    assert not (tmp_path / "reports" / "table2.md").exists()
+
+
+def test_a_run_whose_alphas_contradict_its_name_is_refused(trained_layout, tmp_path):
+    shutil.copytree(trained_layout / "ablations", tmp_path / "ablations")
+    path = tmp_path / "ablations" / "tiny" / "vbpr-no_kl" / "seed2" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["alphas"]["alpha1"] = 0.005
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match=r"vbpr-no_kl/seed2: named 'no_kl'"):
+        table2.main(["--runs", str(trained_layout / "runs"), "--ablations", str(tmp_path / "ablations"),
+                     "--out", str(tmp_path / "reports")])
+
+
+def test_encoder_only_trains_the_encoders_without_any_mrdib_term(trained_layout):
+    """The control differs from base by the layer alone: encoders in the checkpoint, only the
+    backbone's loss terms in the history, and different scores than base."""
+    import torch
+
+    folder = trained_layout / "ablations" / "tiny" / "vbpr-encoder_only" / "seed1"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["keep_encoder"] is True and set(metrics["alphas"].values()) == {0.0}
+    history = json.loads((folder / "history.json").read_text())
+    terms = {k for record in history for k in record if k.startswith("loss/")}
+    assert not terms & {"loss/kl", "loss/mine", "loss/mine_critic", "loss/unique"}, terms
+    state = torch.load(folder / "best.pt", weights_only=True)
+    weights = state.get("model", state)
+    assert any(key.startswith("mrdib.encoders.") for key in weights), list(weights)[:10]
+    base = json.loads((trained_layout / "runs" / "tiny" / "vbpr-base" / "seed1" / "metrics.json").read_text())
+    assert metrics["valid"] != base["valid"]
