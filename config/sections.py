@@ -27,6 +27,7 @@ class TrainConfig(StrictConfig):
     eval_batch_size: int = Field(4096, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    checkpoint_seconds: float = Field(60.0, ge=0)  # last.pt after epoch 1, then at most this often, and at the end
 
     @field_validator("valid_metric")
     @classmethod

@@ -39,6 +39,7 @@ class TrainSettings:
     valid_metric: str
     weight_decay: float = 0.0
     progress: bool = True
+    checkpoint_seconds: float = 0.0  # last.pt: after the first epoch, then at most this often, and at the end
 
 
 class CheckpointRefused(RuntimeError):
@@ -184,8 +185,13 @@ class Trainer:
         one, then epochs until the epoch cap or `patience` epochs without a better validation score."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()
+        saved = None  # last.pt costs a write of every parameter and Adam moment (FREEDOM: ~400 MB on Baby)
         while self.state.epoch < self.settings.epochs and self.state.bad_epochs < self.settings.patience:
             self.run_epoch()
+            finished = self.state.epoch >= self.settings.epochs or self.state.bad_epochs >= self.settings.patience
+            if saved is None or finished or time.monotonic() - saved >= self.settings.checkpoint_seconds:
+                self.save_last()  # a resume from an older one replays the epochs since, with their RNG states
+                saved = time.monotonic()
 
     def run_epoch(self) -> None:
         epoch = self.state.epoch + 1
@@ -210,7 +216,6 @@ class Trainer:
         else:
             self.state.bad_epochs += 1
         self.state.epoch = epoch
-        self.save_last()
         log.info("epoch %d  %s  valid %s %.4f (best %.4f @ %d)  %.2fs", epoch,
                  " ".join(f"{k} {v:.4f}" for k, v in terms.items()), self.settings.valid_metric, score,
                  self.state.best_score, self.state.best_epoch, seconds)

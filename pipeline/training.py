@@ -77,6 +77,7 @@ def build_model(params: Params, dataset: Dataset, backbone: str, variant: str, d
 def fingerprint(params: Params, data_dir: Path, backbone: str, variant: str) -> str:
     # Only what shapes the run: a new, unrelated params section must not restart half-finished runs.
     relevant = params.model_dump(mode="json", include={"seed", "data", "train", "mrdib"})
+    relevant["train"].pop("checkpoint_seconds")  # when last.pt is written does not shape the run
     text = json.dumps([relevant, params.backbone_config(backbone).model_dump(mode="json"),
                        str(data_dir.resolve()), backbone, variant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -85,7 +86,8 @@ def fingerprint(params: Params, data_dir: Path, backbone: str, variant: str) -> 
 def train_settings(params: Params) -> TrainSettings:
     t = params.train
     return TrainSettings(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
-                         valid_metric=t.valid_metric, weight_decay=t.weight_decay, progress=t.progress)
+                         valid_metric=t.valid_metric, weight_decay=t.weight_decay, progress=t.progress,
+                         checkpoint_seconds=t.checkpoint_seconds)
 
 
 def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, graphs: Path | None = None,
