@@ -202,7 +202,7 @@ class Tracker:
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pytorch.log_model(
                     scorer, name="model", serialization_format="pickle", signature=signature,
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"])
+                    code_paths=[str(REPO / package) for package in MODEL_CODE], pip_requirements=requirements())
         finally:
             quiet.setLevel(level)
         return info.model_uri
@@ -230,6 +230,19 @@ class Tracker:
 
 def tag_filter(tags: dict[str, str]) -> str:
     return " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+
+
+# The packages a pickled model's classes live in (the backbone, its config, Scorer): logged with every
+# model, so that `mlflow.pyfunc.load_model("models:/<name>@champion")` works outside this repository.
+MODEL_CODE = ("config", "models", "pipeline")
+
+
+def requirements() -> list[str]:
+    """The pinned libraries those packages import at load time."""
+    from importlib.metadata import version
+
+    return [f"torch=={torch.__version__.split('+')[0]}"] + [
+        f"{name}=={version(name)}" for name in ("numpy", "scipy", "pandas", "pydantic", "pyyaml")]
 
 
 class Scorer(torch.nn.Module):
@@ -266,16 +279,20 @@ def update_champion(client, name: str, metric: str) -> tuple[str, bool]:
 # -- what a training run records --------------------------------------------------------------
 @lru_cache(maxsize=1)
 def git_commit() -> tuple[str, str]:
-    """(HEAD commit, "yes"/"no" for uncommitted changes to tracked files); "unknown" without git."""
+    """(HEAD commit, "yes"/"no" for uncommitted changes to tracked files); "unknown" without git.
+    MRDIB_GIT_COMMIT, where set, is the commit instead of HEAD: the Docker image sets it to the commit
+    it was built from (its own repository is a one-commit snapshot whose hash names nothing upstream);
+    the dirty flag stays the local repository's (there: what changed in the container)."""
+    source = os.environ.get("MRDIB_GIT_COMMIT", "").strip()
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
+        return source or "unknown", "unknown"
     if head.returncode != 0:
-        return "unknown", "unknown"
-    return head.stdout.strip(), "yes" if dirty.stdout.strip() else "no"
+        return source or "unknown", "unknown"
+    return source or head.stdout.strip(), "yes" if dirty.stdout.strip() else "no"
 
 
 def file_md5(path: Path) -> str:

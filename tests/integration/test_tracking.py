@@ -3,7 +3,9 @@ import hashlib
 import json
 import logging
 import sqlite3
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,13 @@ from tools.registered import main as registered_main
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
+
+
+def scorer_items(folder: Path) -> int:
+    """The dataset's item count, from its interactions file."""
+    import pandas as pd
+
+    return int(pd.read_csv(next(folder.glob("*.inter")), sep="\t")["itemID"].max()) + 1
 
 
 def params(*overrides):
@@ -44,6 +53,7 @@ def git(folder, *args) -> str:
 def commit_of(monkeypatch, tmp_path):
     """commit_of(folder): git_commit() now reads the repository at `folder` (its cache cleared then and after)."""
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path is found
+    monkeypatch.delenv("MRDIB_GIT_COMMIT", raising=False)  # set inside the Docker image: the image's commit wins
 
     def point(folder):
         monkeypatch.setattr(tracking, "REPO", folder)
@@ -124,6 +134,17 @@ def test_registry_keeps_versions_and_champion_moves_to_a_better_validation_score
         version = extra.register(source, name, {"variant": "mrdib", "seed": 99}, metric, best + offset)
         extra.end()
         assert champion() == (version if moves else before), offset
+
+    # the champion loads from any directory, without this repository on the path: its code was logged with it
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    code = ("import sys, numpy, mlflow; assert not any(p.endswith('main') for p in sys.path[1:]); "
+            f"model = mlflow.pyfunc.load_model('models:/{name}@{CHAMPION}'); "
+            "print(model.predict(numpy.array([0, 1])).shape)")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=outside, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == f"(2, {scorer_items(tiny_synthetic)})"
 
     registered_main(["--dataset", "tiny", "--out", str(tmp_path / "registered.md")])
     table = (tmp_path / "registered.md").read_text()

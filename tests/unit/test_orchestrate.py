@@ -1,7 +1,10 @@
 """The DAG's command (tools/orchestrate.py) without Airflow: configure's edits of params.yaml, the stage
 patterns, the routing policy; and the Dockerfile. (The DAG parsed and run by Airflow: tests/e2e/test_dag.py.)"""
 import importlib.util
+import json
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,9 +100,46 @@ def test_policy_routes_only_this_dags_per_backbone_tasks():
     assert (train.queue, train.pool) == ("gpu", "gpus") and (other.queue, other.pool) == ("default", "default_pool")
 
 
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, its arguments) of the Dockerfile, continuation lines joined, comments left out."""
+    lines, joined = [], ""
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        joined += line.rstrip().removesuffix("\\") + (" " if line.rstrip().endswith("\\") else "")
+        if not line.rstrip().endswith("\\"):
+            lines.append(" ".join(joined.split()))
+            joined = ""
+    return [tuple((line.split(maxsplit=1) + [""])[:2]) for line in lines]
+
+
+def readme_docker_block() -> str:
+    """The bash block of the README's "## Docker" section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("\n## Docker\n"):]
+    section = section[:section.index("\n## ", 1)]
+    return section[section.index("```bash\n") + 8:section.index("\n```", section.index("```bash\n"))]
+
+
+def written_folders() -> set[str]:
+    """The top-level folders the pipeline writes: every output and metric of dvc.yaml, the stages'
+    --checkpoints, MLflow's and Optuna's stores (params.yaml), DVC's cache."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    paths = []
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        for entry in body.get("outs", []) + body.get("metrics", []):
+            paths.append(entry if isinstance(entry, str) else next(iter(entry)))
+        paths += re.findall(r"--checkpoints (\S+)", body["cmd"])
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for uri in (params["tracking"]["tracking_uri"], params["tracking"]["artifact_location"], params["tune"]["storage"]):
+        paths.append(uri.removeprefix("sqlite:///"))
+    return {path.split("/")[0] for path in paths} | {".dvc/cache"}
+
+
 def test_dockerfile_installs_like_the_readme_and_ignores_data():
     docker = (REPO / "Dockerfile").read_text()
-    install = docker.index('RUN PIP_EXTRA_INDEX_URL="${TORCH_INDEX}" ./setup.sh')
+    install = docker.index('PIP_EXTRA_INDEX_URL="${TORCH_INDEX}" ./setup.sh')
     requirements, everything = (docker.index(f"COPY --chown=1000:1000 {what}")
                                 for what in ("setup.sh requirements.txt", ". ."))
     assert requirements < install < everything
@@ -108,3 +148,92 @@ def test_dockerfile_installs_like_the_readme_and_ignores_data():
     assert "./setup.sh" in (REPO / "README.md").read_text().splitlines()[1]
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"data/", "mlruns/", ".dvc/cache/", ".venv/"} <= set(ignored)
+    assert {f"{folder}/" for folder in written_folders()} <= set(ignored)   # not sent to the builder
+
+
+def test_docker_stop_reaches_the_pipeline_through_an_init():
+    """tini is PID 1 and signals the whole process group (the shell, dvc, its stage); exec-form
+    ENTRYPOINT and CMD (a shell form would put /bin/sh -c in front of tini)."""
+    instructions = dockerfile_instructions()
+    entrypoint = [args for name, args in instructions if name == "ENTRYPOINT"]
+    cmd = [args for name, args in instructions if name == "CMD"]
+    assert entrypoint == ['["/usr/bin/tini", "-g", "--"]'] and len(cmd) == 1
+    assert json.loads(cmd[0])[:2] == ["sh", "-c"] and "dvc repro" in json.loads(cmd[0])[2]
+    install = next(args for name, args in instructions if name == "RUN" and "apt-get install" in args)
+    assert " tini" in install.split("apt-get install", 1)[1].split("&&")[0]
+
+
+def test_dockerfile_caches_pip_downloads_and_records_the_source_commit():
+    instructions = dockerfile_instructions()
+    assert (REPO / "Dockerfile").read_text().startswith("# syntax=docker/dockerfile:1\n")   # BuildKit mounts
+    names = [name for name, _ in instructions]
+    setup = next(i for i, (name, args) in enumerate(instructions) if name == "RUN" and "./setup.sh" in args)
+    assert instructions[setup][1].startswith("--mount=type=cache,target=/home/mrdib/.cache/pip,uid=1000,gid=1000 ")
+    assert not any("PIP_NO_CACHE_DIR" in args for _, args in instructions)   # it would leave the cache empty
+    # the commit: an ARG after the install (a new commit reinstalls nothing), in the image's environment
+    commit = instructions.index(("ARG", "GIT_COMMIT=unknown"))
+    assert setup < commit < names.index("ENTRYPOINT")
+    assert ("ENV", 'MRDIB_GIT_COMMIT="${GIT_COMMIT:-unknown}"') in instructions[commit:]
+    assert ("LABEL", 'org.opencontainers.image.revision="${GIT_COMMIT:-unknown}"') in instructions[commit:]
+    builds = [line for line in readme_docker_block().splitlines() if line.startswith("docker build")]
+    assert len(builds) == 2 and all("--build-arg GIT_COMMIT=$(git rev-parse HEAD)" in line for line in builds)
+
+
+def test_git_commit_prefers_the_images_source_commit(monkeypatch):
+    """MRDIB_GIT_COMMIT (the image's GIT_COMMIT) names the commit; the dirty flag is still git's."""
+    from pipeline import tracking
+
+    def fake_git(args, **kwargs):
+        out = "0" * 40 + "\n" if args[1] == "rev-parse" else " M params.yaml\n"
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    def no_git(args, **kwargs):
+        raise FileNotFoundError("git")
+
+    found = {}
+    for env, git in (("", fake_git), ("abc123", fake_git), ("abc123", no_git), ("", no_git)):
+        monkeypatch.setenv("MRDIB_GIT_COMMIT", env)
+        monkeypatch.setattr(tracking.subprocess, "run", git)
+        tracking.git_commit.cache_clear()
+        found[env, git.__name__] = tracking.git_commit()
+    tracking.git_commit.cache_clear()
+    assert found == {("", "fake_git"): ("0" * 40, "yes"), ("abc123", "fake_git"): ("abc123", "yes"),
+                     ("abc123", "no_git"): ("abc123", "unknown"), ("", "no_git"): ("unknown", "unknown")}
+
+
+def test_gpu_image_has_one_cuda():
+    """The GPU build keeps the python base and takes PyPI's torch, whose wheels bring CUDA: no CUDA base image."""
+    docker = (REPO / "Dockerfile").read_text()
+    froms = [args for name, args in dockerfile_instructions() if name == "FROM"]
+    assert froms == ["${BASE}"] and "ARG BASE=python:3.11-slim" in docker
+    assert "python3.11-venv" not in docker   # the apt Python that only a CUDA base needed
+    cuda = [line for line in readme_docker_block().splitlines() if "mrdib:cuda ." in line or "-t mrdib:cuda" in line]
+    assert len(cuda) == 1 and "--build-arg TORCH_INDEX= " in cuda[0] and "BASE=" not in cuda[0]
+    assert "nvidia/cuda" not in readme_docker_block()
+
+
+def test_dockerfile_installs_the_cluster_policy_where_airflow_reads_it():
+    instructions = dockerfile_instructions()
+    env = " ".join(args for name, args in instructions if name == "ENV")
+    assert "AIRFLOW_HOME=/home/mrdib/airflow" in env
+    setup = next(args for name, args in instructions if name == "RUN" and "airflow_local_settings" in args)
+    assert 'cp dags/policy/airflow_local_settings.py "${AIRFLOW_HOME}/config/"' in setup
+    assert 'mkdir -p' in setup and '"${AIRFLOW_HOME}/config"' in setup
+    assert (REPO / "dags/policy/airflow_local_settings.py").is_file()
+
+
+def test_readme_docker_runs_keep_every_folder_the_pipeline_writes():
+    """Every `docker run` line mounts KEEP; KEEP has a volume for each folder the pipeline writes, and
+    the Dockerfile makes each mount point as the image's user (a new named volume takes its owner)."""
+    block = readme_docker_block()
+    keep = re.search(r"^KEEP=\((.*?)\)$", block, re.MULTILINE | re.DOTALL).group(1).split()
+    assert keep[::2] == ["-v"] * (len(keep) // 2)
+    mounts = dict(volume.split(":", 1)[::-1] for volume in keep[1::2])
+    assert set(mounts) == {f"/app/{folder}" for folder in written_folders()}, mounts
+    assert len(set(mounts.values())) == len(mounts) and all(v.startswith("mrdib-") for v in mounts.values())
+    runs = [line for line in block.splitlines() if line.startswith("docker run")]
+    assert len(runs) >= 3 and all(line.startswith('docker run --rm "${KEEP[@]}" ') for line in runs)
+    assert any("airflow standalone" in line for line in runs) and any("--gpus all" in line for line in runs)
+    made = next(args for name, args in dockerfile_instructions() if name == "RUN" and "mkdir -p" in args)
+    made = made.split("mkdir -p", 1)[1].split("&&")[0].split()
+    assert written_folders() <= set(made)
