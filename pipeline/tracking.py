@@ -202,7 +202,7 @@ class Tracker:
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pytorch.log_model(
                     scorer, name="model", serialization_format="pickle", signature=signature,
-                    code_paths=[str(REPO / package) for package in MODEL_CODE], pip_requirements=requirements())
+                    code_paths=model_code(), pip_requirements=requirements())
         finally:
             quiet.setLevel(level)
         return info.model_uri
@@ -235,6 +235,13 @@ def tag_filter(tags: dict[str, str]) -> str:
 # The packages a pickled model's classes live in (the backbone, its config, Scorer): logged with every
 # model, so that `mlflow.pyfunc.load_model("models:/<name>@champion")` works outside this repository.
 MODEL_CODE = ("config", "models", "pipeline")
+
+
+def model_code() -> list[str]:
+    """The folders of MODEL_CODE, where they are imported from."""
+    from importlib import import_module
+
+    return [str(Path(import_module(package).__file__).parent) for package in MODEL_CODE]
 
 
 def requirements() -> list[str]:

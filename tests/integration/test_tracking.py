@@ -2,8 +2,8 @@
 import hashlib
 import json
 import logging
-import sqlite3
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
