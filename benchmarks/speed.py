@@ -35,6 +35,7 @@ from models.evaluation import Evaluator
 from models.mrdib import MRdIB
 from models.registry import backbone_classes
 from models.trainer import Trainer, TrainSettings, seed_everything
+from pipeline.errors import run_command
 from pipeline.training import build_model
 
 BACKBONES = backbone_classes()
@@ -230,4 +231,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

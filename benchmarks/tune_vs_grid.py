@@ -30,6 +30,7 @@ import optuna
 
 from config.params import load_params
 from models.trainer import NonFiniteLossError
+from pipeline.errors import EXIT_DATA, Refusal, run_command
 from pipeline.io import setup_logging, write_json
 from pipeline.synthetic import generate, write_dataset
 from pipeline.tracking import data_version
@@ -94,8 +95,8 @@ def reuse_grid(path: Path, values: list[float], epochs: int, result: dict) -> di
     points = {tuple(score["alphas"]) for score in grid.get("scores", [])}
     if points != set(itertools.product(values, repeat=3)) or grid.get("epochs") != epochs or \
             any(old.get(key) != result[key] for key in ("dataset", "seed", "train", "data_md5")):
-        raise SystemExit(f"{path}: no finished grid of {len(values) ** 3} points at {epochs} epochs on the same "
-                         f"data, seed and train settings")
+        raise Refusal(f"{path}: no finished grid of {len(values) ** 3} points at {epochs} epochs on the same "
+                      f"data, seed and train settings", EXIT_DATA)
     log.info("grid reused from %s: best %.4f, %.0fs when it ran", path, grid["best_value"], grid["seconds"])
     result["grid"] = grid | {"reused_from": str(path)}
     return result["grid"]
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

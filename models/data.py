@@ -11,6 +11,8 @@ asked for, and the returned `Dataset.standin_features` says so.
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from config.sections import IMAGE_DIM, TEXT_DIM
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 STANDIN_DIMS = {"image": IMAGE_DIM, "text": TEXT_DIM}  # the real features' widths
+PLAIN_INTEGER = r"[0-9]+"  # how an id or x_label is written: no sign, exponent, decimal point or spaces
+MAX_ID = 2**31 - 1  # the largest user or item id: ids number embedding rows 0..n-1
 
 
 class DataError(ValueError):
@@ -61,15 +65,26 @@ def find_inter_file(folder: Path) -> Path:
 
 
 def read_interactions(path: Path) -> pd.DataFrame:
-    """Read and check an `.inter` file; returns the userID/itemID/x_label columns as int64."""
+    """Read and check an `.inter` file; returns the userID/itemID/x_label columns as int64.
+
+    Every value of those columns is written as plain digits (no sign, exponent, decimal point or
+    spaces: `1e2` is refused, not read as 100), an id is at most MAX_ID (2^31 - 1), and the ids are checked
+    contiguous before anything of size max id + 1 is allocated.
+    """
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file; expected a tab-separated header line "
+                        f"{' '.join(REQUIRED_COLUMNS)} and one row per interaction") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a tab-separated table: {err}") from err
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected header with {list(REQUIRED_COLUMNS)}, "
                         f"found {list(frame.columns)}")
+    if frame.empty:
+        raise DataError(f"{path}: header only, no interactions; expected one row per interaction "
+                        f"({' '.join(REQUIRED_COLUMNS)}) below the header")
     ints = pd.DataFrame({c: _parse_ids(frame[c], path, c) for c in REQUIRED_COLUMNS})
     bad_label = ~ints["x_label"].isin(SPLITS.values())
     if bad_label.any():
@@ -89,11 +104,15 @@ def read_interactions(path: Path) -> pd.DataFrame:
 
 
 def _parse_ids(column: pd.Series, path: Path, name: str) -> pd.Series:
-    values = pd.to_numeric(column.str.strip(), errors="coerce")
-    bad = values.isna() | (values % 1 != 0) | (values < 0)
-    if bad.any():
-        _fail_at(path, bad, name, "a non-negative integer", column)
-    return values.astype(np.int64)
+    """Plain digits only (what tasks/validate.py's INTEGER requires too), each value at most MAX_ID."""
+    plain = column.str.fullmatch(PLAIN_INTEGER).eq(True)  # a missing field (NaN) is not plain
+    if not plain.all():
+        _fail_at(path, ~plain, name, "a plain-digit (0-9) non-negative integer", column)
+    digits, limit = column.str.lstrip("0"), str(MAX_ID)  # compared as text: no overflow on 30 digits
+    too_large = (digits.str.len() > len(limit)) | ((digits.str.len() == len(limit)) & (digits > limit))
+    if too_large.any():
+        _fail_at(path, too_large, name, f"an id below 2^31 = {MAX_ID + 1} (ids number rows 0..n-1)", column)
+    return column.astype(np.int64)
 
 
 def _fail_at(path: Path, bad: pd.Series, column: str, expected: str, shown: pd.Series) -> None:
@@ -103,24 +122,54 @@ def _fail_at(path: Path, bad: pd.Series, column: str, expected: str, shown: pd.S
 
 
 def _check_contiguous(ids: pd.Series, path: Path, name: str) -> None:
-    present = np.zeros(int(ids.max()) + 1, dtype=bool)
-    present[ids.to_numpy()] = True
-    gaps = np.flatnonzero(~present)
-    if len(gaps):
-        raise DataError(f"{path}: column '{name}': ids must be contiguous 0..{len(present) - 1}, "
-                        f"but {len(gaps)} are missing, e.g. {gaps[:10].tolist()}")
+    """Ids 0..max, each used: the number of distinct ids is max + 1 (found without an array of size max + 1,
+    which an id of 2_000_000_000 in a small file would make 2 GB)."""
+    distinct = np.unique(ids.to_numpy())
+    top = int(distinct[-1])
+    if len(distinct) != top + 1:
+        bounds = np.concatenate(([-1], distinct))
+        examples: list[int] = []
+        for gap in np.flatnonzero(np.diff(bounds) > 1):
+            examples += range(int(bounds[gap]) + 1, min(int(bounds[gap + 1]), int(bounds[gap]) + 11))
+            if len(examples) >= 10:
+                break
+        line = int(ids.to_numpy().argmax()) + 2
+        raise DataError(f"{path}: column '{name}': ids must be contiguous 0..{top} (the largest, {top}, is on "
+                        f"line {line}), but {top + 1 - len(distinct)} are missing, e.g. {examples[:10]}")
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of data the file holds after its header) of a `.npy` file, from its header
+    alone: nothing the header claims is allocated."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+            data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise DataError(f"{path}: not a readable .npy array: {err}") from err
+    return shape, dtype, data_bytes
 
 
 def read_features(path: Path, n_items: int) -> np.ndarray:
-    """Load a feature matrix [n_items, d] as float32, refusing wrong shapes and NaN/inf."""
+    """Load a feature matrix [n_items, d] as float32, refusing wrong shapes and NaN/inf.
+
+    The header is checked first: a shape other than [n_items, d], a non-float dtype, or more bytes than
+    the file holds is refused before anything is allocated."""
+    shape, dtype, data_bytes = read_npy_header(path)
+    if len(shape) != 2 or shape[0] != n_items or min(shape) < 0:
+        raise DataError(f"{path}: expected shape [{n_items} items, d], got {list(shape)}")
+    if not np.issubdtype(dtype, np.floating):
+        raise DataError(f"{path}: expected a float array, got dtype {dtype}")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > data_bytes:
+        raise DataError(f"{path}: the header claims shape {list(shape)} of {dtype} = {claimed} bytes, "
+                        f"but the file holds {data_bytes} bytes after its header (truncated or corrupt)")
     try:
         matrix = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise DataError(f"{path}: not a readable .npy array: {err}") from err
-    if matrix.ndim != 2 or matrix.shape[0] != n_items:
-        raise DataError(f"{path}: expected shape [{n_items} items, d], got {list(matrix.shape)}")
-    if not np.issubdtype(matrix.dtype, np.floating):
-        raise DataError(f"{path}: expected a float array, got dtype {matrix.dtype}")
     matrix = matrix.astype(np.float32, copy=False)
     finite = np.isfinite(matrix)
     if not finite.all():

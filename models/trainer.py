@@ -186,12 +186,19 @@ class Trainer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()
         saved = None  # last.pt costs a write of every parameter and Adam moment (FREEDOM: ~400 MB on Baby)
+        # an epoch bar on a terminal (none in logs): its ETA is to the epoch cap, early stopping comes sooner
+        bar = tqdm(total=self.settings.epochs, initial=self.state.epoch, unit="epoch", desc="training",
+                   disable=None if self.settings.progress else True, dynamic_ncols=True, leave=False)
         while self.state.epoch < self.settings.epochs and self.state.bad_epochs < self.settings.patience:
             self.run_epoch()
+            bar.update(1)
+            bar.set_postfix({f"best {self.settings.valid_metric}": f"{self.state.best_score:.4f}",
+                             "at": self.state.best_epoch}, refresh=False)
             finished = self.state.epoch >= self.settings.epochs or self.state.bad_epochs >= self.settings.patience
             if saved is None or finished or time.monotonic() - saved >= self.settings.checkpoint_seconds:
                 self.save_last()  # a resume from an older one replays the epochs since, with their RNG states
                 saved = time.monotonic()
+        bar.close()
 
     def run_epoch(self) -> None:
         epoch = self.state.epoch + 1
@@ -226,7 +233,7 @@ class Trainer:
         """One pass over the shuffled train pairs; returns mean loss terms."""
         sums: dict[str, float] = {}
         batches = self.epoch_batches()
-        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not self.settings.progress,
+        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None if self.settings.progress else True,
                    mininterval=1.0, dynamic_ncols=True)
         for index, (u, p, n) in enumerate(bar):
             terms = self.train_step(u, p, n, epoch, index)

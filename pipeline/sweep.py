@@ -44,6 +44,7 @@ import numpy as np
 from config.metrics import HEADLINE
 from config.params import Params
 from config.sections import VARIANTS, SyntheticConfig
+from pipeline.errors import EXIT_DATA, EXIT_USAGE, Refusal
 from pipeline.io import setup_logging
 from pipeline.stats import LEVEL, paired_interval, paired_verdict
 from pipeline.sweep_report import point_label
@@ -87,8 +88,8 @@ def variant_params(params: Params, backbone: str, tuned_dir: Path | None) -> tup
     tuned = {v: read_tuned(f, v) for v, f in files.items()}
     trials = {v: t["trials"] for v, t in tuned.items()}
     if len(set(trials.values())) > 1:
-        raise SystemExit(f"{backbone}: unequal tuning budgets {trials} in {tuned_dir}: the sweep would measure "
-                         "the tuning, not the method")
+        raise Refusal(f"{backbone}: unequal tuning budgets {trials} in {tuned_dir}: the sweep would measure "
+                      "the tuning, not the method", EXIT_DATA)
     sources = {t.get("source", "?") for t in tuned.values()}
     note = (f"tuned, {trials['base']} trials per variant ({', '.join(sorted(sources))}, on the main pipeline's "
             "dataset)" if trials["base"] else "untuned (equal budget 0)")
@@ -148,7 +149,7 @@ def sweep(params: Params, tuned_dir: Path | None, work: Path, workers: int | Non
     backbones = backbones or cfg.backbones
     unknown = [b for b in backbones if b not in cfg.backbones]
     if unknown:
-        raise SystemExit(f"--backbone {unknown}: not in sweep.backbones {cfg.backbones}")
+        raise Refusal(f"--backbone {unknown}: not in sweep.backbones {cfg.backbones}", EXIT_USAGE)
     points = grid_points(params)
     settings = {b: variant_params(params, b, tuned_dir) for b in backbones}
     jobs = []

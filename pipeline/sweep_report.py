@@ -9,6 +9,7 @@ import numpy as np
 
 from config.metrics import HEADLINE
 from config.params import Params
+from pipeline.errors import EXIT_DATA, Refusal
 from pipeline.io import pyplot, save_figure
 
 METRICS = HEADLINE
@@ -146,11 +147,12 @@ def combine(params: Params, folder: Path) -> dict:
     for backbone in cfg.backbones:
         path = folder / f"{backbone}.json"
         if not path.is_file():
-            raise SystemExit(f"{path} absent: run `python -m tasks.sweep --backbone {backbone} --json {path}`")
+            raise Refusal(f"{path} absent: run `python -m tasks.sweep --backbone {backbone} --json {path}`", EXIT_DATA)
         record = json.loads(path.read_text())
         same = (record["grid"]["name"], record["seeds"], record["epochs"], [p["label"] for p in record["points"]])
         if same != (cfg.grid, cfg.seeds, cfg.epochs, expected) or record["backbones"] != [backbone]:
-            raise SystemExit(f"{path}: another grid, seeds, epoch cap or backbone than params.yaml's sweep: stale")
+            raise Refusal(f"{path}: another grid, seeds, epoch cap or backbone than params.yaml's sweep: stale",
+                          EXIT_DATA)
         records.append(record)
     merged = records[0] | {"backbones": list(cfg.backbones), "budget": {}, "points": [],
                            "seconds": round(sum(r["seconds"] for r in records), 1)}

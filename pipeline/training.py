@@ -42,6 +42,7 @@ from models.evaluation import Evaluator, summarize
 from models.graph import load_graphs
 from models.registry import get_backbone
 from models.trainer import CheckpointRefused, Trainer, TrainSettings, pick_device, seed_everything
+from pipeline.errors import EXIT_CHECKPOINT, EXIT_DATA, EXIT_USAGE, Refusal
 from pipeline.io import LOG_FORMAT, atomic_path, copy_file, write_json
 from pipeline.tracking import Tracker, finish_training_run, start_training_run, tracking_enabled
 
@@ -189,11 +190,12 @@ def read_tuned(path: Path, variant: str | None = None) -> dict:
     try:
         tuned = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"{path}: cannot read the tuned file: {err}") from None
-    if not isinstance(tuned.get("values"), dict) or not isinstance(tuned.get("trials"), int):
-        raise SystemExit(f"{path}: not a tuned file of tasks.tune (expected `values` and `trials`)")
+        raise Refusal(f"{path}: cannot read the tuned file: {err}", EXIT_DATA) from None
+    if not isinstance(tuned, dict) or not isinstance(tuned.get("values"), dict) or \
+            not isinstance(tuned.get("trials"), int):
+        raise Refusal(f"{path}: not a tuned file of tasks.tune (expected `values` and `trials`)", EXIT_DATA)
     if variant is not None and tuned.get("variant") != variant:
-        raise SystemExit(f"{path}: tuned for variant {tuned.get('variant')!r}, expected {variant!r}")
+        raise Refusal(f"{path}: tuned for variant {tuned.get('variant')!r}, expected {variant!r}", EXIT_DATA)
     return tuned
 
 
@@ -267,7 +269,7 @@ def command(argv: list[str] | None = None, stage: str = "train") -> None:
                 "tuning_trials": str(tuned["trials"])}
     if args.ablation:
         if args.variant != "mrdib":
-            raise SystemExit("--ablation applies to --variant mrdib only")
+            raise Refusal("--ablation applies to --variant mrdib only", EXIT_USAGE)
         params = params.model_copy(update={"mrdib": ablated(params.mrdib, args.ablation)})
         tags["ablation"] = args.ablation
         stage = "ablate"  # whichever command ran it: an ablation is told apart by name and tag
@@ -298,7 +300,7 @@ def train_one(params: Params, args: argparse.Namespace, out: Path, checkpoints: 
             run(params, args.data_dir, args.backbone, args.variant, out, args.graphs,
                 track=tracking_enabled(params.tracking), tags=tags, checkpoints=checkpoints, tuning=tuning)
         except CheckpointRefused as err:  # a message, not a traceback: the file is the user's to inspect
-            raise SystemExit(f"error: {err}") from None
+            raise Refusal(str(err), EXIT_CHECKPOINT) from None
         log.info("done in %.1fs; wrote %s", time.perf_counter() - started, out / "metrics.json")
     finally:
         root.removeHandler(handler)

@@ -23,6 +23,7 @@ from models.evaluation import Evaluator
 from models.graph import load_graphs
 from models.registry import get_backbone
 from models.trainer import NonFiniteLossError, Trainer, pick_device, seed_everything
+from pipeline.errors import EXIT_USAGE, Refusal
 from pipeline.io import write_json
 from pipeline.tracking import (
     Tracker,
@@ -66,7 +67,8 @@ class TrialRunner:
         device = pick_device(params.train.device)
         model_class, config = get_backbone(backbone), params.backbone_config(backbone)
         if variant == "mrdib" and not model_class.modalities:
-            raise SystemExit(f"backbone {backbone!r} uses no modality features: there are no MRdIB weights to tune")
+            raise Refusal(f"backbone {backbone!r} uses no modality features: there are no MRdIB weights to tune",
+                          EXIT_USAGE)
         ctx = model_context(params, dataset, "base", device)
         graphs = load_graphs(graphs_file, model_class.graph_key(ctx, config)) if graphs_file \
             else model_class.build_graphs(ctx, config)
@@ -108,7 +110,8 @@ def search_space(params: Params, backbone: str, variant: str = "mrdib") -> dict[
     if variant == "mrdib":
         space |= {a: (f"mrdib.{a}", cfg.alpha_low, cfg.alpha_high) for a in ALPHAS}
     if not space:
-        raise SystemExit(f"tune: nothing to tune for {backbone}/{variant} (tune.tune_lr and tune.tune_reg are off)")
+        raise Refusal(f"tune: nothing to tune for {backbone}/{variant} (tune.tune_lr and tune.tune_reg are off)",
+                      EXIT_USAGE)
     return space
 
 

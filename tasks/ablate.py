@@ -5,6 +5,7 @@ Table 2; `config.sections.ABLATIONS`), with the mrdib variant's tuned values, fo
     python -m tasks.ablate --data-dir data/prepared/synthetic --backbone vbpr --variant mrdib \
         --ablation no_kl --out DIR
 """
+from pipeline.errors import run_command
 from pipeline.training import command
 
 
@@ -13,4 +14,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

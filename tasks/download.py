@@ -37,11 +37,14 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from config.params import dataset_config, load_params
 from config.sections import AMAZON_FILES, DownloadConfig, SyntheticConfig
+from config.strict import ParamsError, describe
 from models.data import DataError, find_inter_file
+from pipeline.errors import DownloadError, run_command
 from pipeline.io import local_path, setup_logging, write_text
 
 log = logging.getLogger(__name__)
@@ -50,10 +53,6 @@ PREPARED_FILES = ("image_feat.npy", "text_feat.npy", "u_id_mapping.csv", "i_id_m
 LOCAL_FILES = ("u_id_mapping.csv", "i_id_mapping.csv", "item_keywords.tsv")
 RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A download that could not be completed; the message names the URL and the cause."""
 
 
 class _Dropped(ConnectionError):
@@ -352,14 +351,19 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
 
     params = load_params(args.params)
-    cfg = DownloadConfig(**json.loads(args.config_json)) if args.config_json else \
-        dataset_config(params, args.dataset).download
-    seed, synthetic = params.seed, params.synthetic
+    cfg = config_from_json(args.config_json) if args.config_json else dataset_config(params, args.dataset).download
+    # DataError (exit 3) and DownloadError (exit 4) end the command through pipeline.errors.run_command
+    download(args.dataset, cfg, args.root, params.seed, params.synthetic, progress=not args.no_progress)
+
+
+def config_from_json(text: str) -> DownloadConfig:
+    """--config-json: a DownloadConfig as a JSON object; anything else is a ParamsError naming the option."""
     try:
-        download(args.dataset, cfg, args.root, seed, synthetic, progress=not args.no_progress)
-    except (DownloadError, DataError) as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
+        return DownloadConfig(**json.loads(text))
+    except (json.JSONDecodeError, TypeError, ValidationError) as err:
+        fields = "; ".join(map(describe, err.errors())) if isinstance(err, ValidationError) else err
+        raise ParamsError(f"--config-json: expected a JSON object of download fields: {fields}") from None
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from config.params import dataset_config, load_params
 from config.sections import IMAGE_DIM, TEXT_DIM, FeaturesConfig
 from models.data import DataError, standin_features
+from pipeline.errors import run_command
 from pipeline.io import (  # a `dvc exp run --temp` copy resolves it against the repository
     local_path,
     setup_logging,
@@ -275,14 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
     cfg = dataset_config(params, args.dataset).features
-    try:
-        if cfg is None:
-            copy_features(raw, out)
-        else:
-            build_features(cfg, raw, out, params.seed, progress=not args.no_progress)
-    except DataError as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
+    if cfg is None:  # a DataError ends the command through pipeline.errors.run_command (exit 3)
+        copy_features(raw, out)
+    else:
+        build_features(cfg, raw, out, params.seed, progress=not args.no_progress)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -35,6 +35,7 @@ import pandas as pd
 from config.params import dataset_config, load_params
 from config.sections import FilterConfig
 from models.data import DataError
+from pipeline.errors import run_command
 from pipeline.io import setup_logging
 from pipeline.split import split_per_user
 
@@ -220,20 +221,17 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     params = load_params(args.params)
     raw, out = args.raw or Path("data/raw") / args.dataset, args.out or Path("data/prepared") / args.dataset
-    try:
-        source = dataset_config(params, args.dataset).download.source
-        if source == "amazon2014":
-            stats = filter_reviews(raw, out, params.filter, params.seed)
-        elif source == "movielens":
-            stats = filter_ratings(raw, out, params.filter, params.seed)
-        else:
-            stats = copy_split(raw, out)
-    except DataError as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
+    source = dataset_config(params, args.dataset).download.source  # ParamsError, DataError: run_command
+    if source == "amazon2014":
+        stats = filter_reviews(raw, out, params.filter, params.seed)
+    elif source == "movielens":
+        stats = filter_ratings(raw, out, params.filter, params.seed)
+    else:
+        stats = copy_split(raw, out)
     log.info("%s: %s", out, stats)
     if args.stats:
         args.stats.write_text(json.dumps(stats, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -26,6 +26,7 @@ from config.params import load_params
 from models.data import load_dataset
 from models.graph import save_graphs
 from models.registry import get_backbone
+from pipeline.errors import run_command
 from pipeline.io import setup_logging
 from pipeline.training import model_context
 
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

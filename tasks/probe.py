@@ -57,6 +57,7 @@ from config.sections import ABLATIONS, VARIANTS
 from models.base import Recommender
 from models.data import load_dataset
 from models.registry import get_backbone
+from pipeline.errors import EXIT_DATA, Refusal, run_command
 from pipeline.io import save_figure, setup_logging, write_text
 from pipeline.latents import LatentsUnavailable, item_latents, load_run_model, run_dataset, scoring_items
 from pipeline.runs import Run, RunError, load_runs
@@ -590,7 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         report = probe_all(params, args)
     except RunError as err:
-        raise SystemExit(str(err)) from None
+        raise Refusal(str(err), EXIT_DATA) from None
     report["seconds"] = round(time.perf_counter() - start, 1)
     for path in (args.out, args.markdown, args.figure):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -603,4 +604,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -3,6 +3,7 @@ every seed of `pipeline.seeds`; its MLflow runs are tagged stage=reference.
 
     python -m tasks.reference --data-dir data/prepared/synthetic --backbone lightgcn --out DIR
 """
+from pipeline.errors import run_command
 from pipeline.training import command
 
 
@@ -11,4 +12,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

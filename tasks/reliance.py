@@ -41,6 +41,7 @@ from config.sections import VARIANTS
 from models.base import FeatureTable, Recommender
 from models.evaluation import Evaluator, summarize
 from models.registry import get_backbone
+from pipeline.errors import run_command
 from pipeline.io import setup_logging, write_text
 from pipeline.latents import load_run_model, run_dataset
 from pipeline.runs import Run, load_runs
@@ -239,4 +240,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -29,6 +29,7 @@ import pandas as pd
 from config.metrics import HEADLINE, metric_key, metric_name
 from config.params import Params, load_params
 from config.sections import ABLATIONS, VARIANTS
+from pipeline.errors import EXIT_DATA, Refusal, run_command
 from pipeline.io import save_figure, write_text
 from pipeline.latents import run_latents
 from pipeline.runs import Run, RunError, load_runs
@@ -386,10 +387,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         text = build_report(args, params)
     except RunError as err:
-        raise SystemExit(str(err)) from None
+        raise Refusal(str(err), EXIT_DATA) from None
     write_text(args.reports / "report.md", text)
     print(f"wrote {args.reports / 'report.md'}")
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from config.params import load_params
+from pipeline.errors import run_command
 from pipeline.io import quiet_loggers, setup_logging, write_text
 from pipeline.sweep import sweep
 
@@ -50,4 +51,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

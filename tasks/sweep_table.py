@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from config.params import load_params
+from pipeline.errors import run_command
 from pipeline.io import setup_logging, write_text
 from pipeline.sweep_report import combine, markdown, plot
 
@@ -37,4 +38,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

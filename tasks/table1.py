@@ -23,6 +23,7 @@ from pathlib import Path
 
 from config.metrics import TABLE1, metric_key
 from config.sections import VARIANTS
+from pipeline.errors import EXIT_DATA, Refusal, run_command
 from pipeline.io import write_json, write_text
 from pipeline.runs import Run, RunError, check_paired, load_runs, mean_std, seed_user_differences, tuning_trials
 from pipeline.stats import MARKS, bootstrap_verdict, two_way_bootstrap
@@ -95,15 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runs = load_runs(args.runs, VARIANTS)
     except RunError as err:
-        raise SystemExit(str(err)) from None
+        raise Refusal(str(err), EXIT_DATA) from None
     if not runs:
-        raise SystemExit(f"{args.runs}: no runs found (expected <dataset>/<backbone>-<variant>/seed<N>/metrics.json)")
+        raise Refusal(f"{args.runs}: no runs found (expected <dataset>/<backbone>-<variant>/seed<N>/metrics.json)",
+                      EXIT_DATA)
     try:
         rows = table1_rows(runs, args.bootstrap, args.seed)
     except RunError as err:
-        raise SystemExit(f"Table 1 refused: {err}") from None
+        raise Refusal(f"Table 1 refused: {err}", EXIT_DATA) from None
     if not rows:
-        raise SystemExit(f"{args.runs}: no backbone was trained both ways (base and mrdib): no Table 1")
+        raise Refusal(f"{args.runs}: no backbone was trained both ways (base and mrdib): no Table 1", EXIT_DATA)
     args.out.mkdir(parents=True, exist_ok=True)
     standin = sorted({f"{r.dataset}/{r.backbone}" for r in runs if r.metrics.get("standin_features")})
     note = f"\n\nSTAND-IN features (no signal) in: {', '.join(standin)}.\n" if standin else "\n"
@@ -114,4 +116,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from config.metrics import HEADLINE, TABLE2, metric_key
 from config.sections import ABLATIONS, VARIANTS
+from pipeline.errors import EXIT_DATA, Refusal, run_command
 from pipeline.io import write_json, write_text
 from pipeline.runs import Run, RunError, load_runs, mean_std, seed_user_differences
 from pipeline.stats import MARKS, bootstrap_verdict, two_way_bootstrap
@@ -116,14 +117,14 @@ def main(argv: list[str] | None = None) -> None:
         ablation_runs = load_runs(args.ablations, ABLATIONS)
         main_runs = load_runs(args.runs, VARIANTS)
     except RunError as err:
-        raise SystemExit(str(err)) from None
+        raise Refusal(str(err), EXIT_DATA) from None
     if not ablation_runs:
-        raise SystemExit(f"{args.ablations}: no ablation runs found "
-                         f"(expected <dataset>/<backbone>-<setting>/seed<N>/, setting in {sorted(ABLATIONS)})")
+        raise Refusal(f"{args.ablations}: no ablation runs found "
+                      f"(expected <dataset>/<backbone>-<setting>/seed<N>/, setting in {sorted(ABLATIONS)})", EXIT_DATA)
     try:
         rows = table2_rows(main_runs, ablation_runs, args.bootstrap, args.seed)
     except RunError as err:
-        raise SystemExit(f"Table 2 refused: {err}") from None
+        raise Refusal(f"Table 2 refused: {err}", EXIT_DATA) from None
     standin = sorted({f"{r.dataset}/{r.backbone}" for r in main_runs + ablation_runs
                       if r.metrics.get("standin_features")})
     note = f"\n\nSTAND-IN features (no signal) in: {', '.join(standin)}.\n" if standin else "\n"
@@ -134,4 +135,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

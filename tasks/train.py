@@ -3,6 +3,7 @@ every seed of `pipeline.seeds` with the tune stage's values (pipeline/training.p
 
     python -m tasks.train --data-dir data/prepared/synthetic --backbone vbpr --variant mrdib --out DIR
 """
+from pipeline.errors import run_command
 from pipeline.training import command
 
 
@@ -11,4 +12,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

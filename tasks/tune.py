@@ -41,6 +41,7 @@ import optuna
 
 from config.params import load_params
 from config.sections import VARIANTS
+from pipeline.errors import EXIT_USAGE, Refusal, run_command
 from pipeline.io import quiet_loggers, setup_logging
 from pipeline.tuning import passthrough, tune
 
@@ -84,15 +85,16 @@ def run_study(args: argparse.Namespace) -> None:
         passthrough(params, args.dataset, args.backbone, args.variant, args.out, "tune.n_trials is 0")
         return
     if not (params.tune.tune_lr or params.tune.tune_reg):
-        raise SystemExit("tune.tune_lr and tune.tune_reg are both false: the base variant would have nothing to "
-                         "tune, and a budget for MRdIB alone is not a fair comparison (set tune.n_trials=0 for none)")
+        raise Refusal("tune.tune_lr and tune.tune_reg are both false: the base variant would have nothing to "
+                      "tune, and a budget for MRdIB alone is not a fair comparison (set tune.n_trials=0 for none)",
+                      EXIT_USAGE)
     inter = sorted(args.data_dir.glob("*.inter"))
     if [p.stem for p in inter] != [args.dataset]:
-        raise SystemExit(f"--dataset {args.dataset} but {args.data_dir} holds {[p.name for p in inter]}")
+        raise Refusal(f"--dataset {args.dataset} but {args.data_dir} holds {[p.name for p in inter]}", EXIT_USAGE)
     started = time.perf_counter()
     tune(params, args.data_dir, args.backbone, args.out, args.graphs, args.variant)
     log.info("done in %.1fs", time.perf_counter() - started)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -19,7 +19,7 @@ own expectation suite (GX Core 1.x, an ephemeral context):
 Success writes `<out>/NAME/validation.json` (every expectation: name, success, observed value or
 unexpected count and sample); failure writes `<out>/NAME/failures.json`, removes a stale
 validation.json, prints which expectation failed on which file with the offending rows, and exits
-1. Data docs (HTML) are built under `<docs>/NAME/` either way.
+3 (bad data: pipeline/errors.py). Data docs (HTML) are built under `<docs>/NAME/` either way.
 
     python -m tasks.validate --dataset NAME [--params params.yaml] [--prepared data/prepared]
                              [--out data/validated] [--docs reports/validation]
@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config.params import ParamsError, dataset_config, load_params
+from config.params import dataset_config, load_params
 from config.sections import ValidateConfig
 from models.data import SPLITS, DataError, read_feature_record
+from pipeline.errors import EXIT_DATA, run_command
 from pipeline.io import setup_logging, write_json
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ log = logging.getLogger(__name__)
 # of it (the suites import it too); --verbose puts them back
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
-INTEGER = r"^\s*\d{1,18}\s*$"  # at most 18 digits: fits int64
-INTEGER_TEXT = "`{}` is a non-negative integer (at most 18 digits)"
+INTEGER = r"^[0-9]{1,18}$"  # plain digits, as models.data reads them (no sign, exponent or spaces); fits int64
+INTEGER_TEXT = "`{}` is a non-negative integer in plain digits 0-9 (at most 18)"
 NUMBER = r"^\s*-?\d+(\.\d*)?([eE][-+]?\d+)?\s*$"
 FLOAT_DTYPES = ["float16", "float32", "float64"]
 MAPPINGS = {"user": ("u_id_mapping.csv", "user_id", "userID"), "item": ("i_id_mapping.csv", "asin", "itemID")}
@@ -400,20 +401,17 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     if args.verbose:
         logging.getLogger("great_expectations").setLevel(logging.NOTSET)
-    try:
-        params = load_params(args.params)
-        dataset_config(params, args.dataset)
-    except ParamsError as err:
-        parser.exit(1, f"{parser.prog}: error: {err}\n")
+    params = load_params(args.params)  # a ParamsError ends the command through run_command (exit 2)
+    dataset_config(params, args.dataset)
     cfg = params.validation.for_dataset(args.dataset, params.filter.k_core)
     report = validate_dataset(args.prepared / args.dataset, args.dataset, cfg, args.docs / args.dataset)
     written = write_report(report, args.out / args.dataset)
     if not report["success"]:
-        parser.exit(1, f"{parser.prog}: error: {format_failures(report)}\n(report: {written}; "
+        parser.exit(EXIT_DATA, f"{parser.prog}: error: {format_failures(report)}\n(report: {written}; "
                        f"data docs: {report.get('data_docs')})\n")
     log.info("%s: all %d expectations passed; wrote %s and %s", args.dataset, report["evaluated"], written,
              report["data_docs"])
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

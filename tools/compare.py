@@ -16,6 +16,7 @@ from pathlib import Path
 
 from config.metrics import BRIEF
 from config.params import load_params
+from pipeline.errors import run_command
 from pipeline.io import setup_logging, write_json
 from pipeline.training import run
 
@@ -62,4 +63,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from config.params import ParamsError, load_params
+from pipeline.errors import run_command
 
 NOTHING_TO_DO = 99  # exit code: no stage of dvc.yaml matches the patterns
 REFUSED = 2         # exit code: the run's parameters cannot be applied (as argparse's usage errors)
@@ -177,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", default="manual", help="the Airflow run id, recorded in MLflow")
     parser.add_argument("--backbone", help="fills {backbone} in the patterns")
     args = parser.parse_intermixed_args(argv)
-    conf = json.loads(args.conf)
+    try:
+        conf = json.loads(args.conf)
+    except json.JSONDecodeError as err:
+        parser.error(f"--conf: expected a JSON object: {err}")
+    if not isinstance(conf, dict):
+        parser.error(f"--conf: expected a JSON object, got {args.conf!r}")
     if args.command == "stage" and not args.patterns:
         parser.error("stage needs at least one pattern")
     try:
@@ -193,4 +199,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -22,6 +22,7 @@ import numpy as np
 
 from config.metrics import BRIEF, metric_key
 from config.params import load_params
+from pipeline.errors import run_command
 from pipeline.io import setup_logging
 from pipeline.stats import mean_and_std
 from pipeline.tracking import CHAMPION, resolve_store
@@ -115,4 +116,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -197,7 +197,7 @@ def test_cli_passes_then_fails_and_removes_the_stale_summary(prepared, tmp_path,
     np.save(folder / "image_feat.npy", np.zeros((3, 48), dtype=np.float32))
     with pytest.raises(SystemExit) as exit_info:
         main(args)
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 3  # bad data (pipeline/errors.py)
     message = capsys.readouterr().err
     assert "image_feat.npy" in message and "expect_table_row_count_to_equal" in message and "observed: 3" in message
     assert not (tmp_path / "validated" / "synthetic" / "validation.json").exists()
