@@ -61,3 +61,11 @@ def item_graph_view(items: torch.Tensor, item_graph, user_item, n_layers: int) -
 def gate(d: int) -> nn.Module:
     """x [n, d] -> sigmoid(W x + b) [n, d]."""
     return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
+
+
+def view_graphs(graphs: dict, ctx, modalities) -> tuple[SparseGraph, SparseGraph, dict[str, SparseGraph]]:
+    """The fixed graphs of a modality-view backbone (MGCN, SOIL) on the device: the user-item graph
+    [U+I, U+I], its user-to-item block [U, I] (users aggregate their items), and item_graph_<m> [I, I]."""
+    graph = graphs["adjacency"]
+    return (SparseGraph(graph, ctx.device), SparseGraph(graph[:ctx.n_users, ctx.n_users:], ctx.device),
+            {m: SparseGraph(graphs[f"item_graph_{m}"], ctx.device) for m in modalities})

@@ -39,8 +39,8 @@ from torch import nn
 
 from config.backbones import MGCNConfig
 from models.base import DecayingLR, l2_penalty, modality_inputs, seeded_embedding
-from models.graph import SparseGraph, knn_graph, normalized_bipartite
-from models.layers import AttentionFuser, gate, item_graph_view, node_contrast, propagate
+from models.graph import knn_graph, normalized_bipartite
+from models.layers import AttentionFuser, gate, item_graph_view, node_contrast, propagate, view_graphs
 from models.mrdib import bpr_loss
 
 
@@ -58,12 +58,7 @@ class MGCN(DecayingLR):
         self.purifiers = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.preferences = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.fuser = AttentionFuser(d)
-        graphs = self.fixed_graphs()
-        graph = graphs["adjacency"]
-        self.adjacency = SparseGraph(graph, ctx.device)                              # [U+I, U+I]
-        self.user_item = SparseGraph(graph[:ctx.n_users, ctx.n_users:], ctx.device)  # [U, I]
-        self.item_graphs = {m: SparseGraph(graphs[f"item_graph_{m}"], ctx.device)
-                            for m in self.modalities}                                  # [I, I] each
+        self.adjacency, self.user_item, self.item_graphs = view_graphs(self.fixed_graphs(), ctx, self.modalities)
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
 
     @classmethod

@@ -60,7 +60,6 @@ from torch import nn
 from config.backbones import SOILConfig
 from models.base import DecayingLR, seeded_embedding
 from models.graph import (
-    SparseGraph,
     bipartite,
     interaction_matrix,
     interest_item_graphs,
@@ -68,7 +67,7 @@ from models.graph import (
     second_order_interest,
     symmetric_normalize,
 )
-from models.layers import AttentionFuser, gate, info_nce, item_graph_view, node_contrast, propagate
+from models.layers import AttentionFuser, gate, info_nce, item_graph_view, node_contrast, propagate, view_graphs
 from models.mrdib import bpr_loss
 
 
@@ -102,12 +101,7 @@ class SOIL(DecayingLR):
         self.projections = nn.ModuleDict({m: nn.Linear(ctx.features[m].shape[1], d) for m in self.modalities})
         self.gates = nn.ModuleDict({m: gate(d) for m in self.modalities})
         self.fuser = AttentionFuser(d)
-        graphs = self.fixed_graphs()
-        graph = graphs["adjacency"]
-        self.adjacency = SparseGraph(graph, ctx.device)                              # [U+I, U+I]
-        self.user_item = SparseGraph(graph[:ctx.n_users, ctx.n_users:], ctx.device)  # [U, I]
-        self.item_graphs = {m: SparseGraph(graphs[f"item_graph_{m}"], ctx.device)
-                            for m in self.modalities}                                  # [I, I] each
+        self.adjacency, self.user_item, self.item_graphs = view_graphs(self.fixed_graphs(), ctx, self.modalities)
         self.attach_mrdib({m: d for m in self.modalities}, user_dim=d)
 
     @classmethod
