@@ -19,7 +19,19 @@ own expectation suite (GX Core 1.x, an ephemeral context):
 Success writes `<out>/NAME/validation.json` (every expectation: name, success, observed value or
 unexpected count and sample); failure writes `<out>/NAME/failures.json`, removes a stale
 validation.json, prints which expectation failed on which file with the offending rows, and exits
-3 (bad data: pipeline/errors.py). Data docs (HTML) are built under `<docs>/NAME/` either way.
+3 (bad data: pipeline/errors.py). Either way the data docs are rebuilt: `<docs>/NAME/index.html`.
+
+The data docs are our own page, not Great Expectations' site (issue 17). GX 1.x's SiteBuilder does
+store and render every validation result, but its pages take all of their styling and behaviour from
+CDNs (bootstrap, bootstrap-table, jQuery, popper, font-awesome, vega) and its index table is filled in
+by bootstrap-table from a JavaScript array: without a network the index lists nothing and no page is
+styled. The package ships none of those assets (render/view/static/ holds fonts, images and its two own
+stylesheets); its one hook, template overrides in a file-backed context's plugins/custom_data_docs/views,
+could change the links but not supply the libraries, so an offline GX site would mean vendoring and
+version-pinning a dozen third-party JS/CSS files and overriding GX's templates across GX upgrades.
+Instead `<docs>/NAME/index.html` is one self-contained file rendered from the report: inline CSS,
+no script, no external link; per suite, each expectation with pass/fail, its arguments, the observed
+value or unexpected count, and the sample offending rows (params.yaml `validate: sample_rows`).
 
     python -m tasks.validate --dataset NAME [--params params.yaml] [--prepared data/prepared]
                              [--out data/validated] [--docs reports/validation]
@@ -27,6 +39,8 @@ validation.json, prints which expectation failed on which file with the offendin
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import logging
 import os
 import shutil
@@ -40,7 +54,7 @@ from config.params import dataset_config, load_params
 from config.sections import ValidateConfig
 from models.data import SPLITS, DataError, read_feature_record
 from pipeline.errors import EXIT_DATA, run_command
-from pipeline.io import setup_logging, write_json
+from pipeline.io import setup_logging, write_json, write_text
 
 log = logging.getLogger(__name__)
 # GX logs ~200 "Skipping registering function" lines at INFO on its first import: quiet before any import
@@ -223,8 +237,8 @@ def feature_table(path: Path, n_items: int, dim: int) -> Table:
 
 # ---------------------------------------------------------------- running
 
-def gx_context(docs: Path | None):
-    """An in-memory GX context, quiet, with one data docs site at `docs` (if given)."""
+def gx_context():
+    """An in-memory GX context, quiet, without a data docs site (ours: write_docs)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -233,16 +247,13 @@ def gx_context(docs: Path | None):
         ProgressBarsConfig,
     )
 
-    sites = {} if docs is None else {"local_site": {
-        "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs.resolve())}}}
     config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
-                               progress_bars=ProgressBarsConfig(globally=False), data_docs_sites=sites)
+                               progress_bars=ProgressBarsConfig(globally=False), data_docs_sites={})
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
 def run_suites(context, tables: list[Table], run_id, sample_rows: int) -> list[dict]:
-    """Validate every table against its suite (results kept in the context for the data docs)."""
+    """Validate every table against its suite; one record (summarize) per expectation."""
     import great_expectations as gx
 
     source = context.data_sources.add_or_update_pandas(run_id.run_name)
@@ -311,7 +322,7 @@ def validate_dataset(folder: Path, name: str, cfg: ValidateConfig, docs: Path | 
     """
     from great_expectations.core.run_identifier import RunIdentifier
 
-    folder, context, run_id = Path(folder), gx_context(docs), RunIdentifier(run_name=name)
+    folder, context, run_id = Path(folder), gx_context(), RunIdentifier(run_name=name)
     schema, records = schema_tables(folder, name)
     records += run_suites(context, list(schema.values()), run_id, cfg.sample_rows)
     counts = None
@@ -331,7 +342,7 @@ def validate_dataset(folder: Path, name: str, cfg: ValidateConfig, docs: Path | 
         standin = None
         records.append(structural_failure(folder / "features.json", err))
     facts = {"counts": counts, "expected": cfg.model_dump(exclude={"datasets"}), "standin_features": standin}
-    return make_report(context, name, folder, records, facts, docs)
+    return make_report(name, folder, records, facts, docs)
 
 
 def dataset_counts(inter: pd.DataFrame, schema: dict[str, Table]) -> dict:
@@ -341,17 +352,16 @@ def dataset_counts(inter: pd.DataFrame, schema: dict[str, Table]) -> dict:
             **{split: int(splits[code]) for split, code in SPLITS.items()}}
 
 
-def make_report(context, name: str, folder: Path, records: list[dict], facts: dict, docs: Path | None) -> dict:
-    """The run's summary and every expectation's record; builds the data docs."""
+def make_report(name: str, folder: Path, records: list[dict], facts: dict, docs: Path | None) -> dict:
+    """The run's summary and every expectation's record; writes the data docs (if `docs`)."""
     import great_expectations as gx
 
     report = {"dataset": name, "folder": str(folder), "success": all(r["success"] for r in records),
               "evaluated": len(records), "failed": sum(not r["success"] for r in records),
               **facts, "great_expectations": gx.__version__}
     if docs is not None:
-        shutil.rmtree(docs, ignore_errors=True)  # this run's pages only, no stale ones
-        context.build_data_docs()
         report["data_docs"] = str(docs / "index.html")
+        write_docs(report | {"expectations": records}, docs)
     return report | {"expectations": records}
 
 
@@ -386,6 +396,139 @@ def write_report(report: dict, out: Path) -> Path:
     (out / drop).unlink(missing_ok=True)
     write_json(out / keep, report)
     return out / keep
+
+
+# ---------------------------------------------------------------- the data docs: one self-contained page
+
+DOCS_STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #1f2328;
+       background: #fff; max-width: 1280px; margin: 0 auto; padding: 1.5em; }
+h1 { font-size: 1.6em; margin: 0 0 .4em; } h2 { font-size: 1.25em; margin: 1.4em 0 .5em; }
+table { border-collapse: collapse; width: 100%; margin: .4em 0 1em; }
+th, td { border: 1px solid #d0d7de; padding: .3em .55em; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr.failed > td { background: #fff1f0; }
+code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre { margin: 0; white-space: pre-wrap; word-break: break-word; }
+.badge { display: inline-block; min-width: 3.2em; text-align: center; padding: .05em .6em; border-radius: 1em;
+         font-weight: 600; font-size: .85em; color: #fff; }
+.pass { background: #1a7f37; } .fail { background: #cf222e; }
+.muted { color: #59636e; } .note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5em .8em; }
+details { border: 1px solid #d0d7de; border-radius: 6px; margin: 0 0 1em; padding: .4em 1em; }
+summary { cursor: pointer; font-weight: 600; padding: .2em 0; }
+table.rows { width: auto; margin: .3em 0 0; } table.rows th, table.rows td { padding: .1em .45em; font-size: 12px; }
+"""
+MAX_VALUE_CHARS = 600  # an observed value or argument longer than this is cut (the full one: the JSON report)
+
+
+def write_docs(report: dict, docs: Path) -> Path:
+    """`docs` emptied (no stale pages) and `docs/index.html` written from the report."""
+    shutil.rmtree(docs, ignore_errors=True)
+    docs.mkdir(parents=True)
+    page = render_docs(report).encode("ascii", "xmlcharrefreplace").decode("ascii")  # any locale writes it
+    write_text(docs / "index.html", page)
+    return docs / "index.html"
+
+
+def badge(success: bool) -> str:
+    return '<span class="badge pass">pass</span>' if success else '<span class="badge fail">FAIL</span>'
+
+
+def value_text(value) -> str:
+    """A JSON-ish rendering of a value, escaped and cut at MAX_VALUE_CHARS."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[:MAX_VALUE_CHARS] + f" ... ({len(text)} characters)"
+    return html.escape(text)
+
+
+def suites_of(records: list[dict]) -> dict[str, list[dict]]:
+    """The records grouped by suite, in the order the suites ran."""
+    suites: dict[str, list[dict]] = {}
+    for record in records:
+        suites.setdefault(record["suite"], []).append(record)
+    return suites
+
+
+def render_docs(report: dict) -> str:
+    """The data docs page: the run's verdict and facts, a table of suites, then every expectation by suite."""
+    esc = html.escape
+    suites = suites_of(report["expectations"])
+    verdict = "passed" if report["success"] else "FAILED"
+    parts = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+             f'<title>Validation of {esc(report["dataset"])}: {verdict}</title>\n<style>{DOCS_STYLE}</style>\n'
+             f'</head>\n<body>\n<h1>{badge(report["success"])} Validation of <code>{esc(report["dataset"])}</code>'
+             f'</h1>\n<p id="verdict">{verdict}: {report["evaluated"] - report["failed"]} of {report["evaluated"]} '
+             f'expectations passed, {report["failed"]} failed, in {len(suites)} suites.</p>\n'
+             f'<p class="muted">Folder <code>{esc(report["folder"])}</code>; Great Expectations '
+             f'{esc(str(report.get("great_expectations")))}; the same results as JSON: <code>validation.json</code>'
+             f' (or <code>failures.json</code>) of the validate stage.</p>\n']
+    if report.get("counts") is None:
+        parts.append('<p class="note">The value, count and feature suites did not run: a schema suite failed or '
+                     'a file could not be read (they need typed tables).</p>\n')
+    else:
+        counts = report["counts"]
+        parts.append("<h2>Dataset</h2>\n<table style=\"width:auto\">\n<tr>"
+                     + "".join(f"<th>{esc(k)}</th>" for k in counts) + "</tr>\n<tr>"
+                     + "".join(f'<td class="n">{esc(str(v))}</td>' for v in counts.values()) + "</tr>\n</table>\n")
+    expected = report.get("expected") or {}
+    if expected:
+        parts.append('<p class="muted">Expected (params.yaml <code>validate:</code>): '
+                     + ", ".join(f"<code>{esc(k)}={value_text(v)}</code>" for k, v in expected.items()) + "</p>\n")
+    if report.get("standin_features"):
+        parts.append(f'<p class="note">Stand-in features (features.json): '
+                     f'{value_text(report["standin_features"])}</p>\n')
+    parts.append('<h2>Suites</h2>\n<table id="suites">\n<tr><th>status</th><th>suite</th><th>file</th>'
+                 '<th>expectations</th><th>passed</th><th>failed</th></tr>\n')
+    for number, (suite, records) in enumerate(suites.items()):
+        failed = sum(not r["success"] for r in records)
+        parts.append(f'<tr class="suite{" failed" if failed else ""}" data-suite="{esc(suite)}" '
+                     f'data-evaluated="{len(records)}" data-passed="{len(records) - failed}" data-failed="{failed}">'
+                     f'<td>{badge(not failed)}</td><td><a href="#suite-{number}"><code>{esc(suite)}</code></a></td>'
+                     f'<td><code>{esc(Path(records[0]["file"]).name)}</code></td><td class="n">{len(records)}</td>'
+                     f'<td class="n">{len(records) - failed}</td><td class="n">{failed}</td></tr>\n')
+    parts.append("</table>\n<h2>Expectations</h2>\n")
+    for number, (suite, records) in enumerate(suites.items()):
+        failed = sum(not r["success"] for r in records)
+        parts.append(f'<details id="suite-{number}"{" open" if failed else ""}>\n<summary>{badge(not failed)} '
+                     f'<code>{esc(suite)}</code> <span class="muted">({esc(records[0]["file"])}): '
+                     f'{len(records) - failed} of {len(records)} passed</span></summary>\n'
+                     '<table>\n<tr><th>status</th><th>expectation</th><th>arguments</th><th>result</th></tr>\n')
+        parts += [expectation_row(record) for record in records]
+        parts.append("</table>\n</details>\n")
+    parts.append("</body>\n</html>\n")
+    return "".join(parts)
+
+
+def expectation_row(record: dict) -> str:
+    """One expectation: status, type and description, arguments, and what was found (sample rows)."""
+    esc = html.escape
+    args = "<br>".join(f"<code>{esc(k)}={esc(condition_text(v)) if k == 'row_condition' else value_text(v)}</code>"
+                       for k, v in record["kwargs"].items())
+    found = []
+    if "error" in record:
+        found.append(f"<b>error:</b> <pre>{value_text(record['error'])}</pre>")
+    if "observed" in record:
+        found.append(f"observed: <code>{value_text(record['observed'])}</code>")
+    if "unexpected_count" in record:
+        found.append(f"{record['unexpected_count']} of {record['checked_rows']} rows unexpected")
+        if record.get("unexpected_rows"):
+            found.append(rows_table(record["unexpected_rows"], record["unexpected_count"]))
+    description = f'<br><span class="muted">{esc(record["description"])}</span>' if record.get("description") else ""
+    return (f'<tr class="expectation{"" if record["success"] else " failed"}">'
+            f'<td>{badge(record["success"])}</td><td><code>{esc(record["expectation"])}</code>{description}</td>'
+            f'<td>{args}</td><td>{"<br>".join(found) or "&mdash;"}</td></tr>\n')
+
+
+def rows_table(rows: list[dict], unexpected: int) -> str:
+    """The sample offending rows (every column of the checked frame; `line` is the file's line)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{value_text(row.get(c, ''))}</td>" for c in columns) + "</tr>"
+                   for row in rows)
+    more = f'<br><span class="muted">the first {len(rows)} of {unexpected}</span>' if unexpected > len(rows) else ""
+    return f'<table class="rows"><tr>{head}</tr>{body}</table>{more}'
 
 
 def main(argv: list[str] | None = None) -> None:

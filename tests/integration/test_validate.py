@@ -1,6 +1,8 @@
 """The validate stage: real Great Expectations suites on a tiny prepared dataset, good and broken."""
 import json
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +76,98 @@ def test_good_dataset_passes_and_writes_summary_and_data_docs(prepared, tmp_path
     assert {"expect_compound_columns_to_be_unique", "expect_table_row_count_to_equal",
             "expect_column_values_to_be_in_set", "expect_column_values_to_be_between"} <= names
     assert all("description" in r and "success" in r for r in summary["expectations"])
-    assert (tmp_path / "docs" / "index.html").exists()
-    assert any((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert report["data_docs"] == str(tmp_path / "docs" / "index.html")
+    suites = docs_suites(tmp_path / "docs" / "index.html")
+    assert sum(n for n, _, _ in suites.values()) == summary["evaluated"] and all(f == 0 for _, _, f in suites.values())
+
+
+class SuiteRows(HTMLParser):
+    """The data docs' suites table: suite -> (expectations, passed, failed), from its rows' data- attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.suites = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and "data-suite" in attrs:
+            self.suites[attrs["data-suite"]] = tuple(int(attrs[f"data-{k}"]) for k in ("evaluated", "passed", "failed"))
+
+
+def docs_suites(index: Path) -> dict[str, tuple[int, int, int]]:
+    parser = SuiteRows()
+    parser.feed(index.read_text())
+    return parser.suites
+
+
+# a stylesheet, script, font or image fetched from another host: <link href=https://..>, <script src=//..>,
+# @import or url(https://..) in CSS
+REMOTE = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']?|@import\s*["']?|url\(\s*["']?)\s*(?:https?:)?//""", re.I)
+
+
+def assert_offline(docs: Path) -> None:
+    """Nothing in the docs folder loads a stylesheet or script over the network (no CDN), nor runs a script."""
+    files = [path for path in docs.rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        text = path.read_text(errors="replace")
+        assert not REMOTE.search(text), f"{path}: {REMOTE.search(text).group(0)}"
+        assert "<script" not in text.lower(), path
+        assert "http://" not in text and "https://" not in text, path
+
+
+def visible_text(index: Path) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", index.read_text()).split())
+
+
+def test_data_docs_list_the_results_and_render_offline(prepared, tiny, tmp_path):
+    """The data docs of a good and of a broken dataset: every suite listed with its counts, failures with
+    their offending rows, one self-contained page (no CDN), stale pages gone."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "stale.html").write_text('<link rel="stylesheet" href="https://cdn.example/x.css">')
+    good = validate_dataset(prepared, "tiny", TINY, docs=docs)
+    assert good["success"] and [p.name for p in docs.iterdir()] == ["index.html"]
+    suites = docs_suites(docs / "index.html")
+    assert list(suites) == ["tiny.inter.schema", "u_id_mapping.csv.schema", "i_id_mapping.csv.schema", "tiny.inter",
+                            "u_id_mapping.csv", "i_id_mapping.csv", "users", "items", "image_feat.npy",
+                            "text_feat.npy"]
+    for suite in suites:
+        records = [r for r in good["expectations"] if r["suite"] == suite]
+        assert suites[suite] == (len(records), len(records), 0)
+    text = visible_text(docs / "index.html")
+    assert f"passed: {good['evaluated']} of {good['evaluated']} expectations passed, 0 failed, in 10 suites" in text
+    assert "expect_compound_columns_to_be_unique" in text and "each (userID, itemID) pair once" in text
+    assert_offline(docs)
+
+    inter = read_inter(tiny)
+    row = int(np.flatnonzero(inter["x_label"] == 0)[3])
+    inter.loc[row, "x_label"] = 3
+    write_inter(tiny, inter)
+    image = np.load(tiny / "image_feat.npy")
+    image[7, 3] = np.inf
+    np.save(tiny / "image_feat.npy", image)
+    bad = validate_dataset(tiny, "tiny", TINY, docs=docs)
+    assert not bad["success"] and bad["failed"] >= 2
+    suites = docs_suites(docs / "index.html")
+    assert len(suites) == 10 and sum(f for _, _, f in suites.values()) == bad["failed"]
+    evaluated, passed, failed = suites["tiny.inter"]
+    assert failed >= 1 and passed == evaluated - failed
+    assert suites["image_feat.npy"] == (4, 3, 1) and suites["text_feat.npy"] == (4, 4, 0)
+    text = visible_text(docs / "index.html")
+    assert f"FAILED: {bad['evaluated'] - bad['failed']} of {bad['evaluated']} expectations passed" in text
+    assert f"1 of {len(image)} rows unexpected" in text  # the non-finite feature row, one per item
+    html_text = (docs / "index.html").read_text()
+    assert f"<td>{row + 2}</td>" in html_text  # the offending .inter row's file line, in its sample table
+    assert html_text.count('class="expectation failed"') == bad["failed"]
+    assert_offline(docs)
+
+    (tiny / "tiny.inter").write_text("userID\titemID\tx_label\nx7\t0\t0\n")  # a schema failure
+    schema_failed = validate_dataset(tiny, "tiny", TINY, docs=docs)
+    assert set(docs_suites(docs / "index.html")) == {"tiny.inter.schema", "u_id_mapping.csv.schema",
+                                                     "i_id_mapping.csv.schema"}
+    assert "did not run" in visible_text(docs / "index.html") and not schema_failed["success"]
+    assert_offline(docs)
 
 
 def test_duplicate_pair(tiny, tmp_path):
@@ -202,7 +294,8 @@ def test_cli_passes_then_fails_and_removes_the_stale_summary(prepared, tmp_path,
     assert "image_feat.npy" in message and "expect_table_row_count_to_equal" in message and "observed: 3" in message
     assert not (tmp_path / "validated" / "synthetic" / "validation.json").exists()
     assert (tmp_path / "validated" / "synthetic" / "failures.json").exists()
-    assert (tmp_path / "docs" / "synthetic" / "index.html").exists()  # data docs on failure too
+    docs = docs_suites(tmp_path / "docs" / "synthetic" / "index.html")  # data docs on failure too
+    assert docs["image_feat.npy"][2] == 1 and docs["text_feat.npy"] == (4, 4, 0)
 
 
 def test_params_validate_section_is_strict(tmp_path):
