@@ -14,24 +14,59 @@ Sources (the `source` field of `DownloadConfig`):
                  exists, else the GroupLens archive `urls.archive` is fetched (its md5 and/or sha256
                  checked), extracted and converted into the same two files.
 
-HTTP downloads stream into `<file>.part` with a progress bar, resume a partial file with a Range
-request, retry with exponential back-off, check sha256 when given (and record the computed hash in
-`<dest>/checksums.json` in any case), and only then move the file to its final name.
+HTTP downloads (`fetch`) stream into `<file>.part` with a progress bar, resume a partial file with a
+Range request (with If-Range, so a file changed on the server starts over; a `<file>.part.json` beside
+it names the URL it belongs to), retry with exponential back-off, and move the file to its final name
+only once its body is known to be complete:
+
+- a body the server announced the length of (Content-Length, or Content-Range's total on a resume)
+  is complete when that many bytes arrived; fewer is a dropped connection, resumed;
+- a body of unannounced length is read to its format's own end (`verify_end`): gzip decompressed to
+  its end-of-stream marker (CRC and size checked), zip's central directory read and every member's CRC
+  checked, tar(.gz) read member by member to its end-of-archive block. A body that stops short is
+  resumed like a dropped connection; any other format is refused with a DownloadError unless a sha256
+  (or md5) is configured for it, since nothing else can tell a cut body from a whole one;
+- a configured sha256 / md5 is then checked (a mismatch removes the file).
+
+`<folder>/checksums.json` records every finished file: its URL, sha256, whether it matched a
+configured checksum (`verified`) and how it was found complete (`complete`). A file already at its
+final name counts as "already present" only if it matches its configured checksum, or its record
+says it was complete when it arrived (same URL and sha256), or its format's end checks out now;
+anything else is downloaded again.
+
+Where partial downloads wait: `data/partial/<dataset>/` (`--partial`), beside the stage's output
+`data/raw/<dataset>/` and not inside it. DVC deletes a stage's outputs before running it again, so
+a `.part` file inside `data/raw/<dataset>/` would never survive to be resumed by the next `dvc repro`;
+`data/partial/` is no output of any stage (listed in .dvcignore, ignored by git under `/data/*`),
+like the training checkpoints under `checkpoints/`, so DVC leaves it alone. The alternative,
+`persist: true` on the output, would keep the whole old output folder across runs, including files
+of an earlier configuration that the new run no longer writes: stale data DVC would then cache as the
+new output; it also makes DVC skip its run cache for the stage, which `dvc exp run --temp` relies on to
+restore finished stages instead of re-running them.
+
+Every file of a network source (the partial ones, the finished ones, and an archive being extracted)
+waits in `data/partial/<dataset>/` until the whole dataset is there; only then are the verified files
+moved into the output folder (through `<dataset>.tmp` and a rename) and the partial folder removed.
+So a kill while the third of three files downloads keeps the first two as well. (`dvc exp run --temp`
+works in a copy of the repository: its partial folder is that copy's.)
 
     python -m tasks.download --dataset baby --config-json '{"source": "local", "path": "../shared/data/amazon/baby"}'
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
@@ -53,10 +88,18 @@ PREPARED_FILES = ("image_feat.npy", "text_feat.npy", "u_id_mapping.csv", "i_id_m
 LOCAL_FILES = ("u_id_mapping.csv", "i_id_mapping.csv", "item_keywords.tsv")
 RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's end record
 
 
-class _Dropped(ConnectionError):
-    """The server closed the connection before the announced length arrived."""
+class Truncated(ConnectionError):
+    """The body stopped short: fewer bytes than announced, or a file that ends before its format's end.
+    What arrived is a prefix of the file: kept, and the next attempt resumes from its end."""
+
+
+class Corrupt(ValueError):
+    """What arrived is not a prefix of a valid file (damaged data, a server that answered another range):
+    removed, and the next attempt starts over."""
 
 
 def sha256_file(path: Path) -> str:
@@ -67,23 +110,181 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def record_checksum(folder: Path, name: str, url: str, digest: str, verified: bool) -> None:
-    """Add one file's hash to `<folder>/checksums.json` (name -> url, sha256, verified against config)."""
-    path = folder / "checksums.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
-    record[name] = {"url": url, "sha256": digest, "verified": verified}
-    write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _stream_once(url: str, part: Path, timeout: float, progress: bool) -> None:
-    """One attempt: append to `part` from its current size (Range request), to the end of the body."""
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+def read_record(folder: Path) -> dict:
+    """`<folder>/checksums.json` (name -> url, sha256, verified, complete); {} if absent or unreadable."""
+    try:
+        record = json.loads((folder / "checksums.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_record(folder: Path, record: dict) -> None:
+    write_text(folder / "checksums.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def record_checksum(folder: Path, name: str, url: str, digest: str, verified: bool, complete: str) -> None:
+    """Add one file's entry to `<folder>/checksums.json`: url, sha256, verified (matched a configured
+    checksum), complete (how the body was found whole: sha256, md5, content-length, gzip, zip, tar, tar.gz)."""
+    record = read_record(folder)
+    record[name] = {"url": url, "sha256": digest, "verified": verified, "complete": complete}
+    write_record(folder, record)
+
+
+# -- a body's own end ---------------------------------------------------------------------------------
+def _read_gzip(path: Path) -> None:
+    try:
+        with gzip.open(path) as stream:
+            while stream.read(CHUNK):
+                pass
+    except EOFError as err:  # "Compressed file ended before the end-of-stream marker was reached"
+        raise Truncated(f"{path.name} ends before its gzip end-of-stream marker ({err})") from None
+    except (OSError, zlib.error) as err:  # gzip.BadGzipFile (a CRC or size mismatch) is an OSError
+        raise Corrupt(f"{path.name} is not a valid gzip file ({err})") from None
+
+
+def _read_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member, checking its CRC
+    except zipfile.BadZipFile as err:  # the central directory, at the very end, is missing
+        raise Truncated(f"{path.name} ends before its zip central directory ({err})") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise Corrupt(f"{path.name} is not a valid zip file ({err})") from None
+    if bad is not None:
+        raise Corrupt(f"{path.name}: zip member {bad!r} fails its CRC check")
+
+
+def _read_tar(path: Path) -> None:
+    """Every member header in turn, then the end-of-archive block (a zero block) right after the last
+    member's data: a tar cut exactly between two members has every header intact but no such block. (The
+    member data itself has no checksum to read it for; a compressed tar's stream is checked whole.)"""
+    try:
+        with tarfile.open(path) as archive:
+            for _ in archive:
+                pass
+            archive.fileobj.seek(archive.offset)
+            end = archive.fileobj.read(tarfile.BLOCKSIZE)
+    except EOFError as err:  # a compressed tar (bz2, xz) whose stream is cut
+        raise Truncated(f"{path.name} ends before its compressed stream does ({err})") from None
+    except tarfile.ReadError as err:
+        if "unexpected end" in str(err):
+            raise Truncated(f"{path.name} ends inside a tar member ({err})") from None
+        raise Corrupt(f"{path.name} is not a valid tar file ({err})") from None
+    except (OSError, tarfile.TarError, zlib.error) as err:
+        raise Corrupt(f"{path.name} is not a valid tar file ({err})") from None
+    if len(end) < tarfile.BLOCKSIZE:
+        raise Truncated(f"{path.name} ends before its tar end-of-archive block")
+    if end.count(0) != len(end):
+        raise Corrupt(f"{path.name}: a damaged tar header at byte {archive.offset}")
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def verify_end(path: Path) -> str | None:
+    """Read `path` to its format's own end; returns the format ('gzip', 'tar.gz', 'zip', 'tar'), or None
+    for a format with no end to check (a `.b` feature file, plain JSON, ...).
+
+    Raises Truncated when the file stops before that end (a body cut short: resumable), Corrupt when it is
+    damaged otherwise. The format is read from the first bytes, not the name."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(GZIP_MAGIC):
+        _read_gzip(path)
+        if _is_tar(path):
+            _read_tar(path)
+            return "tar.gz"
+        return "gzip"
+    if head in ZIP_MAGICS:
+        _read_zip(path)
+        return "zip"
+    if _is_tar(path):
+        _read_tar(path)
+        return "tar"
+    return None
+
+
+# -- one download -------------------------------------------------------------------------------------
+def _state_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _state_path(part).unlink(missing_ok=True)
+
+
+def _resume_point(part: Path, url: str) -> tuple[int, dict]:
+    """(bytes of `part` to resume from, what the server said about the file then); (0, {}) when there is
+    no partial file of this URL (one of another URL, or of unknown origin, is removed)."""
+    state_path = _state_path(part)
+    if not part.exists():
+        state_path.unlink(missing_ok=True)
+        return 0, {}
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        state = {}
+    if not isinstance(state, dict) or state.get("url") != url:
+        log.warning("%s: partial download of %s, not %s; starting over",
+                    part, state.get("url", "an unknown URL") if isinstance(state, dict) else "?", url)
+        _discard(part)
+        return 0, {}
+    return part.stat().st_size, state
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, full size) of a Content-Range header `bytes 100-299/300` or `bytes */300`; None where
+    absent or `*`."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not match:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total != "*" else None)
+
+
+def _stream_once(url: str, part: Path, timeout: float, progress: bool) -> int | None:
+    """One attempt: append to `part` from its current size (Range request), to the end of the body.
+
+    Returns the full size the server announced (None: not announced); Truncated when fewer bytes
+    arrived, Corrupt when the server answered with another range or a changed file."""
+    offset, state = _resume_point(part, url)
+    headers = {}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        etag = state.get("etag") or ""
+        validator = etag if etag and not etag.startswith("W/") else state.get("last_modified")
+        if validator:  # "only if still the same file": a changed one comes back whole, with 200
+            headers["If-Range"] = validator
     with urlopen(Request(url, headers=headers), timeout=timeout) as response:
-        if offset and response.status != 206:  # the server ignored the Range header: start over
+        total = None
+        if offset and response.status == 206:
+            start, total = _content_range(response.headers.get("Content-Range"))
+            if start is not None and start != offset:
+                raise Corrupt(f"asked for bytes from {offset}, the server sent them from {start}")
+            if state.get("etag") and response.headers.get("ETag") not in (None, state["etag"]):
+                raise Corrupt(f"the file changed on the server (ETag {state['etag']} -> "
+                              f"{response.headers['ETag']}) since the partial download began")
+        else:  # a first request, or the server ignored the range (or the file changed): a whole body
             offset = 0
+            write_text(_state_path(part), json.dumps({"url": url, "etag": response.headers.get("ETag"),
+                                                      "last_modified": response.headers.get("Last-Modified")}))
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
+        if total is None and length is not None:
+            total = offset + int(length)
         with open(part, "ab" if offset else "wb") as out, \
                 tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[:-5],
                      disable=not progress, leave=False) as bar:
@@ -92,24 +293,57 @@ def _stream_once(url: str, part: Path, timeout: float, progress: bool) -> None:
                 bar.update(len(block))
     size = part.stat().st_size
     if total is not None and size < total:
-        raise _Dropped(f"connection dropped after {size} of {total} bytes")
+        raise Truncated(f"connection dropped after {size} of {total} bytes")
+    if total is not None and size > total:
+        raise Corrupt(f"{size} bytes where the server announced {total}")
+    return total
+
+
+def _already_whole(part: Path, err: HTTPError) -> bool:
+    """A 416 (range not satisfiable) for a partial file as long as the whole: it was complete already
+    (a run killed after the last byte, before the rename)."""
+    _, total = _content_range(err.headers.get("Content-Range") if err.headers else None)
+    return part.exists() and total is not None and part.stat().st_size == total
+
+
+def _completeness(url: str, part: Path, total: int | None, checksum: bool) -> str:
+    """How the body in `part` is known to be whole: 'content-length', its format's end, or 'checksum' (the
+    caller compares it); Truncated / Corrupt from the format check; a DownloadError when nothing can tell."""
+    if total is not None:
+        return "content-length"
+    fmt = verify_end(part)
+    if fmt:
+        return fmt
+    if checksum:
+        return "checksum"
+    raise DownloadError(f"{url}: neither a length nor a checksum is available to tell whether the download is "
+                        f"complete (the server sent no Content-Length, params.yaml has no sha256/md5 for "
+                        f"{part.name[:-5]}, and it is not a gzip, zip or tar file whose end could be checked): "
+                        f"refused; add its published sha256 under the dataset's `download.sha256:` "
+                        f"({part.stat().st_size} bytes kept in {part})")
 
 
 def _download_with_retries(url: str, part: Path, retries: int, backoff: float, timeout: float,
-                           progress: bool) -> None:
-    """Repeat `_stream_once` (each resuming) until complete; a 4xx other than 408/429 fails at once."""
+                           progress: bool, checksum: bool) -> str:
+    """Repeat `_stream_once` (each resuming) until the body is whole; returns how that is known (see
+    `_completeness`). A 4xx other than 408/429 fails at once."""
     for attempt in range(retries + 1):
         try:
-            _stream_once(url, part, timeout, progress)
-            return
+            total = _stream_once(url, part, timeout, progress)
+            return _completeness(url, part, total, checksum)
         except HTTPError as err:
+            if err.code == 416 and _already_whole(part, err):
+                return "content-length"
             if err.code == 416:  # the range is past the end: what is kept is not a prefix, restart
-                part.unlink(missing_ok=True)
+                _discard(part)
             elif err.code not in RETRYABLE_HTTP:
                 raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
             last = f"HTTP {err.code} {err.reason}"
-        except _Dropped as err:
+        except Truncated as err:
             last = str(err)
+        except Corrupt as err:
+            _discard(part)  # resuming would only extend the damage
+            last = f"{err}; starting over"
         except (URLError, http.client.HTTPException, OSError) as err:
             last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
         if attempt < retries:
@@ -117,37 +351,72 @@ def _download_with_retries(url: str, part: Path, retries: int, backoff: float, t
             log.warning("%s: attempt %d/%d failed (%s); retrying in %.1f s", url, attempt + 1, retries + 1, last, delay)
             time.sleep(delay)
     kept = part.stat().st_size if part.exists() else 0
-    resume = f"; {kept} bytes kept in {part} for a later resume" if kept else ""
+    resume = f"; {kept} bytes kept in {part}: the next run resumes from there" if kept else ""
     raise DownloadError(f"{url}: failed after {retries} retries ({retries + 1} attempts); last error: {last}{resume}")
 
 
-def fetch(url: str, dest: Path, sha256: str | None = None, *, retries: int = 5, backoff: float = 1.0,
-          timeout: float = 60.0, progress: bool = True) -> str:
-    """Download `url` to `dest` (skipped if already there and valid); returns its sha256.
+def _present(dest: Path, url: str, sha256: str | None, md5: str | None) -> tuple[str, str] | None:
+    """(sha256, how it is known complete) of a file already at `dest`, if it can be trusted; else None."""
+    digest = sha256_file(dest)
+    if sha256 or md5:
+        wrong = [f"{kind} {got} != expected {want}" for kind, want, got in
+                 (("sha256", sha256, digest), ("md5", md5, md5_file(dest) if md5 else None)) if want and got != want]
+        if wrong:
+            log.warning("%s: present but %s; downloading again", dest, "; ".join(wrong))
+            return None
+        return digest, "sha256" if sha256 else "md5"
+    entry = read_record(dest.parent).get(dest.name) or {}
+    if entry.get("complete") and entry.get("sha256") == digest and entry.get("url") == url:
+        return digest, entry["complete"]
+    try:
+        fmt = verify_end(dest)
+    except (Truncated, Corrupt) as err:
+        log.warning("%s: present but incomplete (%s); downloading again", dest, err)
+        return None
+    if fmt:
+        return digest, fmt
+    log.warning("%s: present, but nothing says it is complete (no record of a whole download of %s, no "
+                "checksum configured, not a format whose end can be checked); downloading again", dest, url)
+    return None
 
-    The file appears under its final name only when complete and verified; the hash is recorded in
-    `dest.parent/checksums.json`.
+
+def fetch(url: str, dest: Path, sha256: str | None = None, *, md5: str | None = None, retries: int = 5,
+          backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> str:
+    """Download `url` to `dest` (skipped if already there, complete and valid); returns its sha256.
+
+    The body streams into `dest.part` (resumed from there, by this call's retries or a later call) and
+    appears under its final name only when complete (announced length, its format's end, or the
+    configured sha256 / md5) and verified; the hash is recorded in `dest.parent/checksums.json`.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     expected = sha256.lower() if sha256 else None
+    expected_md5 = md5.lower() if md5 else None
     if dest.exists():
-        digest = sha256_file(dest)
-        if expected in (None, digest):
-            log.info("%s: already present, sha256 %s", dest, digest)
-            record_checksum(dest.parent, dest.name, url, digest, verified=expected is not None)
+        present = _present(dest, url, expected, expected_md5)
+        if present:
+            digest, complete = present
+            log.info("%s: already present (complete: %s), sha256 %s", dest, complete, digest)
+            record_checksum(dest.parent, dest.name, url, digest, bool(expected or expected_md5), complete)
             return digest
-        log.warning("%s: present but sha256 %s != expected %s; downloading again", dest, digest, expected)
         dest.unlink()
     part = dest.with_name(dest.name + ".part")
-    _download_with_retries(url, part, retries, backoff, timeout, progress)
+    complete = _download_with_retries(url, part, retries, backoff, timeout, progress,
+                                      checksum=bool(expected or expected_md5))
     digest = sha256_file(part)
     if expected and digest != expected:
-        part.unlink()  # resuming a corrupt file would only reproduce the mismatch
+        _discard(part)  # resuming a corrupt file would only reproduce the mismatch
         raise DownloadError(f"{url}: checksum mismatch: expected sha256 {expected}, got {digest}; "
                             f"the file was removed")
+    if expected_md5 and (got := md5_file(part)) != expected_md5:
+        _discard(part)
+        raise DownloadError(f"{url}: checksum mismatch: expected md5 {expected_md5}, got {got}; the file was removed")
+    if expected or expected_md5:
+        complete = "sha256" if expected else "md5"
     os.replace(part, dest)
-    record_checksum(dest.parent, dest.name, url, digest, verified=expected is not None)
-    log.info("%s: %d bytes, sha256 %s%s", dest, dest.stat().st_size, digest, " (verified)" * bool(expected))
+    _state_path(part).unlink(missing_ok=True)
+    record_checksum(dest.parent, dest.name, url, digest, bool(expected or expected_md5), complete)
+    log.info("%s: %d bytes, sha256 %s, complete (%s)%s", dest, dest.stat().st_size, digest, complete,
+             " (verified)" * bool(expected or expected_md5))
     return digest
 
 
@@ -155,18 +424,65 @@ def _fetch_options(cfg: DownloadConfig, progress: bool) -> dict:
     return {"retries": cfg.retries, "backoff": cfg.backoff, "timeout": cfg.timeout, "progress": progress}
 
 
-def download_amazon2014(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[Path]:
-    """Fetch the category's review, metadata and image-feature files into `dest`."""
-    paths = []
+def partial_folder(dest: Path, partial: Path | None = None) -> Path:
+    """Where the files of output folder `dest` wait until all are complete: `<partial>/<dataset>`, by default
+    `<dest>/../../partial/<dataset>` (data/raw/baby -> data/partial/baby): outside every DVC output."""
+    return (Path(partial) if partial else dest.parent.parent / "partial") / dest.name
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not supported
+        shutil.copyfile(src, dst)
+
+
+def _adopt_finished(dest: Path, staging: Path, name: str) -> None:
+    """A file of an earlier finished run still in the output folder (a rerun outside DVC, which would have
+    deleted it) is linked into `staging` with its record, for `fetch` to find already present; one the
+    record does not call complete is left behind (and downloaded again)."""
+    old, new = dest / name, staging / name
+    entry = read_record(dest).get(name)
+    if new.exists() or not old.is_file() or not (entry and entry.get("complete")):
+        return
+    staging.mkdir(parents=True, exist_ok=True)
+    _link_or_copy(old, new)
+    write_record(staging, read_record(staging) | {name: entry})
+
+
+def _publish(staging: Path, dest: Path, names: list[str]) -> None:
+    """Put the finished files `names` of `staging` (and their checksums.json entries) in place as the output
+    folder `dest` (built as `<dest>.tmp`, then renamed), then remove `staging`: a kill at any point leaves
+    either the finished files in `staging` or the output in place."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    record = read_record(staging)
+    for name in names:
+        _link_or_copy(staging / name, tmp / name)
+    write_record(tmp, {name: record[name] for name in names})
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    shutil.rmtree(staging)
+
+
+def download_amazon2014(cfg: DownloadConfig, dest: Path, progress: bool = True,
+                        staging: Path | None = None) -> list[Path]:
+    """Fetch the category's review, metadata and image-feature files into `staging` (default
+    `partial_folder(dest)`), then move them all into `dest`."""
+    staging = staging or partial_folder(dest)
+    names = []
     for kind, url in cfg.urls.items():
-        path = dest / AMAZON_FILES[kind].format(category=cfg.category)
-        fetch(url, path, cfg.sha256.get(path.name), **_fetch_options(cfg, progress))
-        paths.append(path)
+        name = AMAZON_FILES[kind].format(category=cfg.category)
+        _adopt_finished(dest, staging, name)
+        fetch(url, staging / name, cfg.sha256.get(name), **_fetch_options(cfg, progress))
+        names.append(name)
+    _publish(staging, dest, names)
     missing = sorted(set(AMAZON_FILES) - set(cfg.urls))
     if missing:
         log.warning("amazon2014 %s: no URL for %s; the features stage will need another source",
                     cfg.category, missing)
-    return paths
+    return [dest / name for name in names]
 
 
 def url_file_name(url: str) -> str:
@@ -195,14 +511,18 @@ def extract_archive(archive: Path, into: Path) -> None:
         raise DataError(f"{archive}: not a .zip or tar archive")
 
 
-def _copy_files(src: Path, dest: Path, required: list[Path], optional: tuple[str, ...]) -> list[str]:
-    """Copy `required` and whatever of `optional` exists in `src` into a fresh `dest` (temp + rename)."""
+def _copy_files(src: Path, dest: Path, required: list[Path], optional: tuple[str, ...],
+                record: dict | None = None) -> list[str]:
+    """Copy `required` and whatever of `optional` exists in `src` into a fresh `dest` (temp + rename), with
+    `record` (if any) as its checksums.json."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     names = [p.name for p in required] + [n for n in optional if (src / n).is_file()]
     for name in names:
         shutil.copyfile(src / name, tmp / name)  # contents only: not the source's read-only mode
+    if record is not None:
+        write_record(tmp, record)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return names
@@ -218,25 +538,36 @@ def copy_local(src: Path, dest: Path) -> list[str]:
     return names
 
 
-def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[str]:
-    """`prepared`: a folder or an archive URL in the field's layout; copies `.inter` + features."""
+def _fetch_and_extract(url: str, cfg: DownloadConfig, staging: Path, progress: bool) -> tuple[Path, dict]:
+    """Fetch the archive `url` into `staging` (sha256 / md5 checked), unpack it into `staging/extracted`;
+    returns that folder and the archive's checksums.json entry (for the output folder)."""
+    archive = staging / url_file_name(url)
+    fetch(url, archive, cfg.sha256.get(archive.name), md5=cfg.md5.get(archive.name), **_fetch_options(cfg, progress))
+    extracted = staging / "extracted"
+    shutil.rmtree(extracted, ignore_errors=True)  # a run killed while unpacking: unpack again
+    extract_archive(archive, extracted)
+    return extracted, {archive.name: read_record(staging)[archive.name]}
+
+
+def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True,
+                      staging: Path | None = None) -> list[str]:
+    """`prepared`: a folder or an archive URL in the field's layout; copies `.inter` + features. An archive
+    is fetched and unpacked in `staging` (default `partial_folder(dest)`), removed once copied."""
+    record = None
     if not _is_url(cfg.path):
         src = local_path(cfg.path)
     else:
-        staging = dest.with_name(dest.name + ".download")
-        archive = staging / url_file_name(cfg.path)
-        fetch(cfg.path, archive, cfg.sha256.get(archive.name), **_fetch_options(cfg, progress))
-        extract_archive(archive, staging / "extracted")
-        inter = sorted((staging / "extracted").rglob("*.inter"))
+        staging = staging or partial_folder(dest)
+        extracted, record = _fetch_and_extract(cfg.path, cfg, staging, progress)
+        inter = sorted(extracted.rglob("*.inter"))
         if len(inter) != 1:
             raise DataError(f"{cfg.path}: expected exactly one *.inter file in the archive, "
-                            f"found {[str(p.relative_to(staging)) for p in inter] or 'none'}")
+                            f"found {[str(p.relative_to(extracted)) for p in inter] or 'none'}")
         src = inter[0].parent
     if not src.is_dir():
         raise DataError(f"{src}: prepared dataset folder does not exist")
-    names = _copy_files(src, dest, [find_inter_file(src)], PREPARED_FILES)
-    if _is_url(cfg.path):
-        shutil.copyfile(staging / "checksums.json", dest / "checksums.json")
+    names = _copy_files(src, dest, [find_inter_file(src)], PREPARED_FILES, record)
+    if record is not None:
         shutil.rmtree(staging)
     missing = [n for n in ("image_feat.npy", "text_feat.npy") if n not in names]
     if missing:
@@ -244,23 +575,11 @@ def download_prepared(cfg: DownloadConfig, dest: Path, progress: bool = True) ->
     return names
 
 
-def check_md5(path: Path, expected: str | None, url: str) -> None:
-    """The file's md5 against `expected` (if any); a mismatch removes the file and names both hashes."""
-    if not expected:
-        return
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    if digest.hexdigest() != expected.lower():
-        path.unlink()
-        raise DownloadError(f"{url}: checksum mismatch: expected md5 {expected.lower()}, got {digest.hexdigest()}; "
-                            f"the file was removed")
-
-
-def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True) -> list[str]:
+def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True,
+                       staging: Path | None = None) -> list[str]:
     """`movielens`: the RecBole atomic files of the folder `path` if it exists, else the GroupLens archive
-    (`urls.archive`: fetched, sha256 / md5 checked, extracted, converted by pipeline.movielens)."""
+    (`urls.archive`: fetched into `staging` (default `partial_folder(dest)`), sha256 / md5 checked,
+    extracted, converted by pipeline.movielens)."""
     from pipeline.movielens import find_atomic_file, grouplens_to_atomic, read_items, read_ratings
 
     if cfg.path and local_path(cfg.path).is_dir():
@@ -275,16 +594,12 @@ def download_movielens(cfg: DownloadConfig, dest: Path, progress: bool = True) -
         raise DataError(f"{cfg.path}: MovieLens folder does not exist, and no `urls.archive` to download instead")
     if cfg.path:
         log.warning("%s: no such folder; downloading %s instead", cfg.path, cfg.urls["archive"])
-    url = cfg.urls["archive"]
-    staging = dest.with_name(dest.name + ".download")
-    archive = staging / url_file_name(url)
-    fetch(url, archive, cfg.sha256.get(archive.name), **_fetch_options(cfg, progress))
-    check_md5(archive, cfg.md5.get(archive.name), url)
-    extract_archive(archive, staging / "extracted")
+    staging = staging or partial_folder(dest)
+    extracted, record = _fetch_and_extract(cfg.urls["archive"], cfg, staging, progress)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    names = grouplens_to_atomic(staging / "extracted", tmp)
-    shutil.copyfile(staging / "checksums.json", tmp / "checksums.json")
+    names = grouplens_to_atomic(extracted, tmp)
+    write_record(tmp, record)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     shutil.rmtree(staging)
@@ -316,24 +631,36 @@ def check_checksum_names(name: str, cfg: DownloadConfig) -> None:
 
 
 def download(name: str, cfg: DownloadConfig, root: Path = Path("data/raw"), seed: int = 2024,
-             synthetic=None, progress: bool = True) -> Path:
+             synthetic=None, progress: bool = True, partial: Path | None = None) -> Path:
     """Bring dataset `name` into `root/name` from `cfg.source`; returns that folder.
 
     synthetic: a config.sections.SyntheticConfig for the `synthetic` source (default values if None).
+    partial: where files fetched over the network wait until the dataset is complete, in `<partial>/<name>`
+    (default `<root>/../partial`, i.e. data/partial): kept after a failure or a kill, for the next run.
     """
     dest = Path(root) / name
+    staging = partial_folder(dest, partial)
     check_checksum_names(name, cfg)
-    if cfg.source == "synthetic":
-        from pipeline.synthetic import generate, write_dataset
-        write_dataset(dest, *generate(synthetic or SyntheticConfig(), seed))
-    elif cfg.source == "amazon2014":
-        download_amazon2014(cfg, dest, progress)
-    elif cfg.source == "prepared":
-        download_prepared(cfg, dest, progress)
-    elif cfg.source == "movielens":
-        download_movielens(cfg, dest, progress)
-    else:
-        copy_local(local_path(cfg.path), dest)
+    try:
+        if cfg.source == "synthetic":
+            from pipeline.synthetic import generate, write_dataset
+            write_dataset(dest, *generate(synthetic or SyntheticConfig(), seed))
+        elif cfg.source == "amazon2014":
+            download_amazon2014(cfg, dest, progress, staging)
+        elif cfg.source == "prepared":
+            download_prepared(cfg, dest, progress, staging)
+        elif cfg.source == "movielens":
+            download_movielens(cfg, dest, progress, staging)
+        else:
+            copy_local(local_path(cfg.path), dest)
+    finally:
+        for folder in (staging, staging.parent):  # nothing kept: no empty folders left either
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:  # not empty: kept for the next run
+                break
     log.info("%s (%s) ready in %s", name, cfg.source, dest)
     return dest
 
@@ -344,6 +671,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config-json", help="DownloadConfig fields as a JSON object "
                         "(default: `datasets.<dataset>.download` of --params)")
     parser.add_argument("--root", type=Path, default=Path("data/raw"))
+    parser.add_argument("--partial", type=Path, help="where unfinished downloads wait, in <partial>/<dataset>, "
+                        "outside the stage's output so that DVC keeps them for the next run to resume "
+                        "(default: <root>/../partial, i.e. data/partial)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="source synthetic: read `seed` and the `synthetic` section from here")
     parser.add_argument("--no-progress", action="store_true")
@@ -353,7 +683,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     cfg = config_from_json(args.config_json) if args.config_json else dataset_config(params, args.dataset).download
     # DataError (exit 3) and DownloadError (exit 4) end the command through pipeline.errors.run_command
-    download(args.dataset, cfg, args.root, params.seed, params.synthetic, progress=not args.no_progress)
+    download(args.dataset, cfg, args.root, params.seed, params.synthetic, progress=not args.no_progress,
+             partial=args.partial)
 
 
 def config_from_json(text: str) -> DownloadConfig:
