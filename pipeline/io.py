@@ -43,6 +43,18 @@ def write_json(path: Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def write_json_files(folder: Path, files: dict[str, Any]) -> None:
+    """The folder holds exactly `files` (name -> payload) afterwards: a file left from an earlier run
+    would stay a DVC metric."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.json"):
+        if stale.name not in files:
+            stale.unlink()
+    for name, payload in files.items():
+        write_json(folder / name, payload)
+
+
 def copy_file(source: Path, target: Path) -> None:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)

@@ -1,7 +1,7 @@
 """Modality reliance: what a trained model loses when one modality's item features carry no information.
 
     python -m tasks.reliance --params params.yaml --runs runs --data-root data/prepared --graphs-root data/graphs \
-        --out reports/reliance.json --markdown reports/reliance.md
+        --out reports/reliance.json --markdown reports/reliance.md --metrics reports/metrics/reliance
 
 For every multimodal run RUNS/<dataset>/<backbone>-<variant>/seed<S>/ the model is rebuilt from its
 best.pt (pipeline/latents.py, as the probe and the report's t-SNE do) and evaluated on validation and test
@@ -20,8 +20,10 @@ graphs built from the features before training (FREEDOM, MGCN, SOIL's kNN and in
 part of the trained model and are kept: for FREEDOM, whose score reads the features only through that
 graph, the drop is ~0 by construction and says nothing about its reliance (the table marks it).
 
-Seconds per model (three full evaluations); writes OUT and MARKDOWN (the report's "Modality
-reliance" section); runs without best.pt or of ID-only backbones are skipped and named.
+Seconds per model (three full evaluations); writes OUT, MARKDOWN (the report's "Modality
+reliance" section) and, for `dvc metrics show` / `dvc metrics diff`, METRICS/<dataset>-<backbone>-<modality>.json
+(the drop in test Recall@20, with the keys of Table 1's metric files: metric_files); runs without best.pt or of
+ID-only backbones are skipped and named.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from models.base import FeatureTable, Recommender
 from models.evaluation import Evaluator, summarize
 from models.registry import get_backbone
 from pipeline.errors import run_command
-from pipeline.io import setup_logging, write_text
+from pipeline.io import setup_logging, write_json_files, write_text
 from pipeline.latents import load_run_model, run_dataset
 from pipeline.runs import Run, load_runs
 from pipeline.stats import mean_and_std, paired_interval
@@ -195,6 +197,30 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def metric_files(record: dict, split: str = "test", metric: str = METRICS[0]) -> dict[str, dict]:
+    """{file name: values} for `dvc metrics`, one file per (dataset, backbone, replaced modality), with the keys of
+    Table 1's metric files (tasks/table1.py): seeds; base and mrdib, each variant's mean drop of test Recall@20;
+    ci_lower and ci_upper, the 95% t-interval of MRdIB - base of that drop (paired by seed). No verdict: a
+    drop's sign says more or less reliance, not better or worse. The same numbers as reliance.json."""
+    files = {}
+    for dataset, backbones in record["datasets"].items():
+        for backbone, variants in backbones.items():
+            for modality in MODALITIES:
+                values = {}
+                for variant in VARIANTS:
+                    cell = variants.get(variant)
+                    if cell and modality in cell["drop"]:
+                        values["seeds"] = len(cell["seeds"])
+                        values[variant] = cell["drop"][modality][split][metric]["mean"]
+                if not values:
+                    continue
+                interval = variants.get("mrdib_minus_base", {}).get(modality, {}).get(split, {}).get(metric)
+                if interval:
+                    values |= {"ci_lower": interval["low"], "ci_upper": interval["high"]}
+                files[f"{dataset}-{backbone}-{modality}.json"] = values
+    return files
+
+
 RELIANCE_GUIDE = ("Drop = metric with every feature intact − metric with one modality's item features replaced by "
                   "their mean over items (evaluation only, the trained model unchanged); mean ± std over seeds. "
                   "A model that ignores a modality loses nothing when it is replaced (drop ≈ 0); a negative drop "
@@ -230,12 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--graphs-root", type=Path, default=Path("data/graphs"))
     parser.add_argument("--out", type=Path, default=Path("reports/reliance.json"))
     parser.add_argument("--markdown", type=Path, default=Path("reports/reliance.md"))
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="folder of the `dvc metrics` files (default: metrics/reliance beside OUT)")
     args = parser.parse_args(argv)
     setup_logging()
     record = reliance(load_params(args.params), args.runs, args.data_root, args.graphs_root)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(record, indent=2) + "\n")
     write_text(args.markdown, markdown(record) + "\n")
+    write_json_files(args.metrics or args.out.parent / "metrics" / "reliance", metric_files(record))
     log.info("%d models in %.1f s; wrote %s and %s", record["models"], record["seconds"], args.out, args.markdown)
 
 

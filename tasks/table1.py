@@ -1,6 +1,6 @@
 """Stage `table1`: every training run collected into the paper's Table 1 (accuracy, MRdIB against base).
 
-    python -m tasks.table1 --runs runs --out reports
+    python -m tasks.table1 --runs runs --out reports --metrics reports/metrics/table1
 
 Runs are folders `RUNS/<dataset>/<backbone>-<variant>/seed<seed>/` as the train stage writes
 them (`python -m tasks.train --pipeline-seeds`: metrics.json and per_user_test.npz). For every
@@ -15,16 +15,21 @@ Fairness is checked, not assumed: the two variants of a backbone must have been 
 same seeds and the same tuning budget (`tuning.trials` in metrics.json); otherwise the table is
 refused with an error naming the runs. Per-epoch seconds of these runs are not reported: they
 are not a measurement (see benchmarks/speed.py).
+
+Writes OUT/table1.md, OUT/table1.json (every number of the table) and, for `dvc metrics show` and
+`dvc metrics diff`, METRICS/<dataset>-<backbone>-<metric>.json at the headline metrics only, each
+with the same few keys (metric_files): DVC prints a row per file and a column per key, so files
+with identical keys give a table that fits a terminal.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from config.metrics import TABLE1, metric_key
+from config.metrics import HEADLINE, TABLE1, metric_key
 from config.sections import VARIANTS
 from pipeline.errors import EXIT_DATA, Refusal, run_command
-from pipeline.io import write_json, write_text
+from pipeline.io import write_json, write_json_files, write_text
 from pipeline.runs import Run, RunError, check_paired, load_runs, mean_std, seed_user_differences, tuning_trials
 from pipeline.stats import MARKS, bootstrap_verdict, two_way_bootstrap
 
@@ -54,7 +59,7 @@ def table1_rows(runs: list[Run], n_boot: int, seed: int) -> list[dict]:
 
 
 def nested(rows: list[dict]) -> dict:
-    """{dataset: {backbone: {seeds, tuning_trials: {base, mrdib}, <metric>: {base_mean, ...}}}} for `dvc metrics`."""
+    """{dataset: {backbone: {seeds, tuning_trials: {base, mrdib}, <metric>: {base_mean, ...}}}}: table1.json."""
     out: dict = {}
     for r in rows:
         group = out.setdefault(r["dataset"], {}).setdefault(
@@ -62,6 +67,17 @@ def nested(rows: list[dict]) -> dict:
         group[metric_key(r["metric"])] = {k: v for k, v in r.items() if k not in (
             "dataset", "backbone", "metric", "seeds", "tuning_trials")}
     return out
+
+
+def metric_files(rows: list[dict]) -> dict[str, dict]:
+    """{file name: values} for `dvc metrics`: one file per (dataset, backbone, headline metric) with the keys
+    every metric file of the pipeline shares (tasks/table2.py, tasks/reliance.py): seeds, base and mrdib
+    (test means), change_pct (MRdIB vs base, % of the base mean), ci_lower and ci_upper (95% CI of
+    MRdIB - base), verdict. The same numbers as table1.json, not rounded."""
+    return {f"{r['dataset']}-{r['backbone']}-{r['metric']}.json": {
+        "seeds": r["seeds"], "base": r["base_mean"], "mrdib": r["mrdib_mean"], "change_pct": r["improvement_pct"],
+        "ci_lower": r["ci_low"], "ci_upper": r["ci_high"], "verdict": r["verdict"]}
+        for r in rows if r["metric"] in HEADLINE}
 
 
 def format_table1(rows: list[dict]) -> str:
@@ -90,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="folder of the `dvc metrics` files (default: OUT/metrics/table1)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -112,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     text = format_table1(rows) + "\n\n" + table1_legend(rows) + note
     write_text(args.out / "table1.md", text)
     write_json(args.out / "table1.json", nested(rows))
+    write_json_files(args.metrics or args.out / "metrics" / "table1", metric_files(rows))
     print(text)
 
 

@@ -1,6 +1,6 @@
 """Stage `table2`: the ablation runs collected into the paper's Table 2 (which part of the MRdIB objective matters).
 
-    python -m tasks.table2 --runs runs --ablations ablations --out reports
+    python -m tasks.table2 --runs runs --ablations ablations --out reports --metrics reports/metrics/table2
 
 For every dataset and backbone under ABLATIONS/ (folders `<dataset>/<backbone>-<setting>/seed<N>/`,
 setting one of config.sections.ABLATIONS, as written by the ablate stage), the
@@ -12,7 +12,9 @@ MRdIB's tuned values (learning rate, regularisation, alphas) and zeroes what its
 
 The control `encoder_only` keeps the Gaussian encoders (sampled in training, mu at evaluation)
 with no MRdIB term: base -> encoder_only is what the extra layer does, encoder_only -> MRdIB
-what the objective does. Writes OUT/table2.md and OUT/table2.json.
+what the objective does. Writes OUT/table2.md, OUT/table2.json (every number of the table) and,
+for `dvc metrics show` / `dvc metrics diff`, METRICS/<dataset>-<backbone>-<setting>.json per ablation
+setting, at Recall@20 with the keys of Table 1's metric files (metric_files).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from config.metrics import HEADLINE, TABLE2, metric_key
 from config.sections import ABLATIONS, VARIANTS
 from pipeline.errors import EXIT_DATA, Refusal, run_command
-from pipeline.io import write_json, write_text
+from pipeline.io import write_json, write_json_files, write_text
 from pipeline.runs import Run, RunError, load_runs, mean_std, seed_user_differences
 from pipeline.stats import MARKS, bootstrap_verdict, two_way_bootstrap
 
@@ -95,7 +97,7 @@ def format_table2(rows: list[dict]) -> str:
 
 
 def nested(rows: list[dict]) -> dict:
-    """{dataset: {backbone: {setting: {seeds, recall_at_10: {mean, std, change_pct}, ...}}}} for `dvc metrics`."""
+    """{dataset: {backbone: {setting: {seeds, recall_at_10: {mean, std, change_pct}, ...}}}}: table2.json."""
     out: dict = {}
     for r in rows:
         values = {"seeds": len(r["seeds"]), **{metric_key(m): r[m] for m in TABLE2}}
@@ -105,11 +107,35 @@ def nested(rows: list[dict]) -> dict:
     return out
 
 
+def metric_files(rows: list[dict]) -> dict[str, dict]:
+    """{file name: values} for `dvc metrics`, one file per (dataset, backbone, ablation setting), with the keys
+    of Table 1's metric files (tasks/table1.py) plus `ablated`: seeds, and at INTERVAL_METRIC the test means
+    base, mrdib (full MRdIB) and ablated (the setting), ci_lower and ci_upper (95% CI of setting - base),
+    verdict. The full and base rows are Table 1's files; the same numbers as table2.json, not rounded."""
+    means = {(r["dataset"], r["backbone"], r["setting"]): r[INTERVAL_METRIC]["mean"] for r in rows}
+    files = {}
+    for r in rows:
+        if r["setting"] not in ABLATIONS:
+            continue
+        values = {"seeds": len(r["seeds"])}
+        for variant in ("base", "mrdib"):
+            if (r["dataset"], r["backbone"], variant) in means:
+                values[variant] = means[(r["dataset"], r["backbone"], variant)]
+        values["ablated"] = r[INTERVAL_METRIC]["mean"]
+        if "vs_base" in r:
+            values |= {"ci_lower": r["vs_base"]["ci_low"], "ci_upper": r["vs_base"]["ci_high"],
+                       "verdict": r["vs_base"]["verdict"]}
+        files[f"{r['dataset']}-{r['backbone']}-{r['setting']}.json"] = values
+    return files
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="main matrix (full MRdIB and base)")
     parser.add_argument("--ablations", type=Path, default=Path("ablations"), help="ablation matrix")
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="folder of the `dvc metrics` files (default: OUT/metrics/table2)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -131,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "table2.md", format_table2(rows) + note)
     write_json(args.out / "table2.json", nested(rows))
+    write_json_files(args.metrics or args.out / "metrics" / "table2", metric_files(rows))
     print(format_table2(rows) + note)
 
 

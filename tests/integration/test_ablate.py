@@ -41,6 +41,22 @@ def test_table2_json_matches_the_metrics_files(trained_layout, layout_seeds):
             assert cell["change_pct"] == pytest.approx(100 * (mean / full - 1))
 
 
+
+def test_dvc_metric_files_one_per_ablation_setting_with_table2_numbers(trained_layout):
+    """reports/metrics/table2/<dataset>-<backbone>-<setting>.json: the keys of Table 1's metric files plus
+    `ablated`, at Recall@20 (the metric of Table 2's intervals), the numbers of table2.json."""
+    folder = trained_layout / "reports" / "metrics" / "table2"
+    table = json.loads((trained_layout / "reports" / "table2.json").read_text())["tiny"]["vbpr"]
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny-vbpr-encoder_only.json", "tiny-vbpr-no_kl.json"]
+    for setting in ("no_kl", "encoder_only"):
+        values = json.loads((folder / f"tiny-vbpr-{setting}.json").read_text())
+        interval = table[setting]["vs_base"]
+        assert interval["metric"] == table2.INTERVAL_METRIC == "recall@20"
+        assert values == {"seeds": 2, "base": table["base"]["recall_at_20"]["mean"],
+                          "mrdib": table["mrdib"]["recall_at_20"]["mean"],
+                          "ablated": table[setting]["recall_at_20"]["mean"], "ci_lower": interval["ci_low"],
+                          "ci_upper": interval["ci_high"], "verdict": interval["verdict"]}
+
 def test_table2_markdown_rows_in_order_with_numbers(trained_layout, layout_seeds):
     lines = (trained_layout / "reports" / "table2.md").read_text().splitlines()
     rows = [line for line in lines if line.startswith("| tiny | vbpr |")]

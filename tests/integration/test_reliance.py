@@ -103,6 +103,21 @@ def test_one_drop_recomputed_by_hand(diagnosed, tiny_synthetic, layout_seeds):
     assert drop == pytest.approx(run.metrics["test"]["recall@20"] - replaced, abs=1e-6)
 
 
+
+def test_dvc_metric_files_hold_the_test_recall_drop(diagnosed):
+    """metrics/reliance/<dataset>-<backbone>-<modality>.json beside reliance.json: each variant's mean drop of
+    test Recall@20 and the interval of MRdIB - base, under the keys of Table 1's metric files (no verdict)."""
+    _, out = diagnosed
+    vbpr = json.loads((out / "reliance.json").read_text())["datasets"]["tiny"]["vbpr"]
+    folder = out / "metrics" / "reliance"
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny-vbpr-image.json", "tiny-vbpr-text.json"]
+    for modality in ("image", "text"):
+        values = json.loads((folder / f"tiny-vbpr-{modality}.json").read_text())
+        interval = vbpr["mrdib_minus_base"][modality]["test"]["recall@20"]
+        assert values == {"seeds": 2, "base": vbpr["base"]["drop"][modality]["test"]["recall@20"]["mean"],
+                          "mrdib": vbpr["mrdib"]["drop"][modality]["test"]["recall@20"]["mean"],
+                          "ci_lower": interval["low"], "ci_upper": interval["high"]}
+
 def test_markdown_and_report_section(diagnosed):
     _, out = diagnosed
     text = (out / "reliance.md").read_text()

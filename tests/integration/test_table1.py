@@ -98,3 +98,27 @@ def test_tables_written(runs, tmp_path):
     assert table["toy"]["vbpr"]["tuning_trials"] == {"base": 4, "mrdib": 4}
     assert table["toy"]["vbpr"]["seeds"] == 3
     assert not (tmp_path / "reports" / "table3.md").exists()
+
+
+def test_dvc_metric_files_hold_the_headline_numbers_of_table1_json(runs, tmp_path):
+    """One small file per (dataset, backbone, headline metric), the same keys in each (`dvc metrics show`
+    prints a column per key), the numbers of table1.json; files of an earlier run are removed."""
+    folder = tmp_path / "reports" / "metrics" / "table1"
+    folder.mkdir(parents=True)
+    (folder / "gone-vbpr-recall@20.json").write_text("{}")   # e.g. a backbone no longer in the pipeline
+    main(["--runs", str(runs), "--out", str(tmp_path / "reports"), "--bootstrap", "100"])
+    table = json.loads((tmp_path / "reports" / "table1.json").read_text())["toy"]["vbpr"]
+    assert sorted(p.name for p in folder.iterdir()) == ["toy-vbpr-ndcg@20.json", "toy-vbpr-recall@20.json"]
+    for metric in ("recall_at_20", "ndcg_at_20"):
+        values = json.loads((folder / f"toy-vbpr-{metric.replace('_at_', '@')}.json").read_text())
+        row = table[metric]
+        assert values == {"seeds": 3, "base": row["base_mean"], "mrdib": row["mrdib_mean"],
+                          "change_pct": row["improvement_pct"], "ci_lower": row["ci_low"],
+                          "ci_upper": row["ci_high"], "verdict": row["verdict"]}
+
+
+def test_metrics_folder_on_the_command_line(runs, tmp_path):
+    main(["--runs", str(runs), "--out", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m"),
+          "--bootstrap", "20"])
+    assert (tmp_path / "m" / "toy-vbpr-recall@20.json").is_file()
+    assert not (tmp_path / "reports" / "metrics").exists()
