@@ -237,3 +237,15 @@ def test_readme_docker_runs_keep_every_folder_the_pipeline_writes():
     made = next(args for name, args in dockerfile_instructions() if name == "RUN" and "mkdir -p" in args)
     made = made.split("mkdir -p", 1)[1].split("&&")[0].split()
     assert written_folders() <= set(made)
+
+
+def test_every_server_command_in_the_readme_binds_to_this_machine_only():
+    """Servers the README starts listen on 127.0.0.1 (or publish a container's port there) unless a line
+    says otherwise on purpose; a `-p 8080:8080` would open the Airflow UI to the network."""
+    readme = (REPO / "README.md").read_text()
+    published = [p for line in readme.splitlines() if line.startswith("docker run")
+                 for p in re.findall(r"-p (\S+)", line)]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+    hosts = re.findall(r"--host (\S+)", readme)
+    assert hosts and set(hosts) == {"127.0.0.1"}, hosts
+    assert "AIRFLOW__API__HOST=127.0.0.1" in readme
