@@ -52,4 +52,4 @@ def test_plots_declare_the_pngs_and_the_page_template_keeps_dvcs_placeholders():
     page = (REPO / "docs" / "dvc_plots.html").read_text()
     assert re.findall(r"\{[a-z_]+\}", page) == ["{refresh_tag}", "{scripts}", "{plot_divs}"]   # each once
     assert page.index("{scripts}") < page.index('typeof window.vegaEmbed !== "function"')
-    assert "dvc plots show --html-template docs/dvc_plots.html" in (REPO / "README.md").read_text()
+    assert "html_template = ../docs/dvc_plots.html" in (REPO / ".dvc" / "config").read_text()  # plain `dvc plots show`
