@@ -10,9 +10,13 @@ asked for, and the returned `Dataset.standin_features` says so.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import re
+import reprlib
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +82,10 @@ def read_interactions(path: Path) -> pd.DataFrame:
                         f"{' '.join(REQUIRED_COLUMNS)} and one row per interaction") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a tab-separated table: {err}") from err
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the first field(s) of a long first row the index
+        raise DataError(f"{path}: line {_line(path, 0)} (data row 0): {frame.index.nlevels + len(frame.columns)} "
+                        f"fields, but the header names {len(frame.columns)} columns; expected at most one field "
+                        f"per header column")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected header with {list(REQUIRED_COLUMNS)}, "
@@ -117,7 +125,7 @@ def _parse_ids(column: pd.Series, path: Path, name: str) -> pd.Series:
 
 def _fail_at(path: Path, bad: pd.Series, column: str, expected: str, shown: pd.Series) -> None:
     row = int(np.flatnonzero(bad.to_numpy())[0])
-    raise DataError(f"{path}: line {row + 2} (data row {row}), column '{column}': expected {expected}, "
+    raise DataError(f"{path}: line {_line(path, row)} (data row {row}), column '{column}': expected {expected}, "
                     f"got {shown.iloc[row]!r} ({int(bad.sum())} bad row(s) in all)")
 
 
@@ -133,9 +141,17 @@ def _check_contiguous(ids: pd.Series, path: Path, name: str) -> None:
             examples += range(int(bounds[gap]) + 1, min(int(bounds[gap + 1]), int(bounds[gap]) + 11))
             if len(examples) >= 10:
                 break
-        line = int(ids.to_numpy().argmax()) + 2
+        line = _line(path, int(ids.to_numpy().argmax()))
         raise DataError(f"{path}: column '{name}': ids must be contiguous 0..{top} (the largest, {top}, is on "
                         f"line {line}), but {top + 1 - len(distinct)} are missing, e.g. {examples[:10]}")
+
+
+def _line(path: Path, row: int) -> int:
+    """The line of `path` that holds data row `row` (to word an error): lines end at \\n, \\r\\n or \\r, and a
+    blank line (empty or spaces only) is no row, as pandas reads them."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = (number for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1) if line.strip(" "))
+    return next(itertools.islice(lines, row + 1, None), row + 2)  # the first non-blank line is the header
 
 
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -147,7 +163,7 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(handle)
             data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
-    except (ValueError, OSError, EOFError, SyntaxError) as err:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as err:  # TokenError: open brackets
         raise DataError(f"{path}: not a readable .npy array: {err}") from err
     return shape, dtype, data_bytes
 
@@ -170,13 +186,20 @@ def read_features(path: Path, n_items: int) -> np.ndarray:
         matrix = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise DataError(f"{path}: not a readable .npy array: {err}") from err
-    matrix = matrix.astype(np.float32, copy=False)
-    finite = np.isfinite(matrix)
+    finite = np.isfinite(matrix)  # in the file's dtype: a value is named as the file holds it
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
         raise DataError(f"{path}: row {row} (itemID {row}), column {col}: expected a finite value, "
                         f"got {matrix[row, col]} ({int((~finite).sum())} non-finite values in all)")
-    return matrix
+    with np.errstate(over="ignore"):  # a finite value past float32's range: refused below by name, not warned of
+        single = matrix.astype(np.float32, copy=False)
+    beyond = ~np.isfinite(single)
+    if beyond.any():
+        row, col = np.argwhere(beyond)[0]
+        raise DataError(f"{path}: row {row} (itemID {row}), column {col}: expected a value within float32's range "
+                        f"(|x| <= {np.finfo(np.float32).max:.6g}), got {matrix[row, col]} ({int(beyond.sum())} "
+                        f"such values in all)")
+    return single
 
 
 def standin_features(modality: str, n_items: int, seed: int) -> np.ndarray:
@@ -194,11 +217,12 @@ def read_feature_record(folder: Path) -> list[str]:
     if not path.exists():
         return []
     try:
-        standin = json.loads(path.read_text()).get("standin", [])
-    except (json.JSONDecodeError, AttributeError) as err:
+        standin = json.loads(path.read_text(encoding="utf-8")).get("standin", [])
+    except (ValueError, AttributeError, RecursionError) as err:  # ValueError: not UTF-8, not JSON
         raise DataError(f"{path}: expected a JSON object with a 'standin' list: {err}") from err
-    if not isinstance(standin, list) or not set(standin) <= set(STANDIN_DIMS):
-        raise DataError(f"{path}: key 'standin': expected a list of {sorted(STANDIN_DIMS)}, got {standin!r}")
+    if not isinstance(standin, list) or not all(isinstance(m, str) and m in STANDIN_DIMS for m in standin):
+        raise DataError(f"{path}: key 'standin': expected a list of {sorted(STANDIN_DIMS)}, "
+                        f"got {reprlib.repr(standin)}")  # reprlib: a bounded line, however large or deep
     return standin
 
 
