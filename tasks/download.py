@@ -102,20 +102,10 @@ class Corrupt(ValueError):
     removed, and the next attempt starts over."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file, read in blocks (hashlib.file_digest)."""
     with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 def read_record(folder: Path) -> dict:
@@ -357,10 +347,10 @@ def _download_with_retries(url: str, part: Path, retries: int, backoff: float, t
 
 def _present(dest: Path, url: str, sha256: str | None, md5: str | None) -> tuple[str, str] | None:
     """(sha256, how it is known complete) of a file already at `dest`, if it can be trusted; else None."""
-    digest = sha256_file(dest)
+    digest = file_digest(dest)
     if sha256 or md5:
-        wrong = [f"{kind} {got} != expected {want}" for kind, want, got in
-                 (("sha256", sha256, digest), ("md5", md5, md5_file(dest) if md5 else None)) if want and got != want]
+        found = (("sha256", sha256, digest), ("md5", md5, file_digest(dest, "md5") if md5 else None))
+        wrong = [f"{kind} {got} != expected {want}" for kind, want, got in found if want and got != want]
         if wrong:
             log.warning("%s: present but %s; downloading again", dest, "; ".join(wrong))
             return None
@@ -402,12 +392,12 @@ def fetch(url: str, dest: Path, sha256: str | None = None, *, md5: str | None = 
     part = dest.with_name(dest.name + ".part")
     complete = _download_with_retries(url, part, retries, backoff, timeout, progress,
                                       checksum=bool(expected or expected_md5))
-    digest = sha256_file(part)
+    digest = file_digest(part)
     if expected and digest != expected:
         _discard(part)  # resuming a corrupt file would only reproduce the mismatch
         raise DownloadError(f"{url}: checksum mismatch: expected sha256 {expected}, got {digest}; "
                             f"the file was removed")
-    if expected_md5 and (got := md5_file(part)) != expected_md5:
+    if expected_md5 and (got := file_digest(part, "md5")) != expected_md5:
         _discard(part)
         raise DownloadError(f"{url}: checksum mismatch: expected md5 {expected_md5}, got {got}; the file was removed")
     if expected or expected_md5:

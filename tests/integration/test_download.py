@@ -293,11 +293,11 @@ def test_a_run_killed_after_the_last_byte_finishes_without_downloading_again(ser
     base, handler = server
     handler.files["/data.bin"] = BODY
     dest = tmp_path / "data.bin"
-    real = download_module.sha256_file
-    monkeypatch.setattr(download_module, "sha256_file", lambda path: (_ for _ in ()).throw(KeyboardInterrupt))
+    real = download_module.file_digest
+    monkeypatch.setattr(download_module, "file_digest", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         fetch(f"{base}/data.bin", dest, **FAST)
-    monkeypatch.setattr(download_module, "sha256_file", real)
+    monkeypatch.setattr(download_module, "file_digest", real)
     fetch(f"{base}/data.bin", dest, **FAST)
     assert handler.requests == [("/data.bin", None), ("/data.bin", f"bytes={len(BODY)}-")]  # answered 416
     assert dest.read_bytes() == BODY
