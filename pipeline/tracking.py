@@ -121,6 +121,10 @@ class Tracker:
         found = client.get_experiment_by_name(experiment)
         exp_id = found.experiment_id if found else client.create_experiment(
             experiment, artifact_location=f"{artifacts.rstrip('/')}/{experiment}")
+        if found and not found.artifact_location.startswith(artifacts.rstrip("/") + "/"):
+            log.warning("MLflow: experiment %r keeps its artifacts in %s, outside this store's %s (a copied or "
+                        "moved store?); `python -m tools.relocate --store <store folder>` points it back",
+                        experiment, found.artifact_location, artifacts)
         if parent is not None and parent.active:
             tags = tags | {"mlflow.parentRunId": parent.run_id}
         previous = client.search_runs([exp_id], tag_filter(reuse), max_results=1) if reuse else []
