@@ -40,7 +40,8 @@ class VBPR(Recommender):
         """[z_image; z_text] of `items` (None: all items) -> [n, 2d]."""
         parts = []
         for m in self.modalities:
-            x = self.ctx.features[m] if items is None else self.ctx.features[m][items]
+            # index_select, not features[items]: a plain row gather, about half the time of advanced indexing
+            x = self.ctx.features[m] if items is None else self.ctx.features[m].index_select(0, items)
             parts.append(self.encode(m, self.projections[m](x), items))
         return torch.cat(parts, dim=-1)
 
