@@ -27,6 +27,7 @@ import fcntl
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -133,11 +134,19 @@ def expand(patterns: list[str], conf: dict, backbone: str | None) -> list[str]:
     return out
 
 
+def dvc_command(*args: str) -> list[str]:
+    """DVC of this interpreter."""
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def dvc_env(env: dict | None = None) -> dict:
+    """`env` (default: ours) with this interpreter's folder first on PATH, where stage commands find `python`."""
+    env = dict(os.environ if env is None else env)
+    return env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
 def dvc(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run DVC of this interpreter; stage commands find this interpreter's `python` first on PATH."""
-    env = kwargs.pop("env", os.environ.copy())
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run([sys.executable, "-m", "dvc", *args], env=env, text=True, **kwargs)
+    return subprocess.run(dvc_command(*args), env=dvc_env(kwargs.pop("env", None)), text=True, **kwargs)
 
 
 @contextmanager
@@ -166,8 +175,30 @@ def run_stages(patterns: list[str], conf: dict, run_id: str) -> int:
     if unmatched:
         print(f"no stage matches {unmatched} (left out)", flush=True)
     env = os.environ | {"MRDIB_AIRFLOW_RUN_ID": run_id, "MRDIB_RUN_PARAMS": json.dumps(conf, sort_keys=True)}
+    stages = [name for name in listed.stdout.split() if any(fnmatch.fnmatch(name, p) for p in matched)]
     print("+ dvc repro --glob " + " ".join(matched), flush=True)
-    return dvc("repro", "--glob", *matched, env=env).returncode
+    return repro_counting(matched, stages, env)
+
+
+STAGE_LINE = re.compile(r"^(Running stage|Stage) '([^']+)'")
+
+
+def repro_counting(patterns: list[str], stages: list[str], env: dict) -> int:
+    """`dvc repro --glob patterns`, its output passed through, with a counter line before each of `stages`
+    (the stages the patterns name) that DVC reaches, `[stage 3/8] train@synthetic-vbpr-base`, and an
+    `[upstream]` line before a stage DVC checks on their behalf."""
+    process = subprocess.Popen(dvc_command("repro", "--glob", *patterns), env=dvc_env(env), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+    seen: set[str] = set()
+    for line in process.stdout:
+        found = STAGE_LINE.match(line)
+        if found and found.group(2) not in seen:
+            name = found.group(2)
+            seen.add(name)
+            reached = len(seen & set(stages))
+            print(f"[stage {reached}/{len(stages)}] {name}" if name in stages else f"[upstream] {name}", flush=True)
+        print(line, end="", flush=True)
+    return process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
