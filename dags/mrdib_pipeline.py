@@ -42,7 +42,7 @@ VARIANTS = list(sections.VARIANTS)
 # Task -> the DVC stages it reproduces (`dvc repro --glob`); {dataset}, {backbone} come from the run.
 BEFORE = [("download", ["download@{dataset}"]), ("filter", ["filter@{dataset}"]),
           ("features", ["features@{dataset}"]), ("validate", ["validate@{dataset}"])]
-PER_BACKBONE = [("graphs", ["graphs@{dataset}-{backbone}"]), ("tune", ["tune@{dataset}-{backbone}"]),
+PER_BACKBONE = [("graphs", ["graphs@{dataset}-{backbone}"]), ("tune", ["tune@{dataset}-{backbone}-*"]),
                 ("train", ["train@{dataset}-{backbone}-*"])]
 AFTER = [("references", ["reference@{dataset}-*"]), ("table1", ["table1"]),
          ("ablate", ["ablate@{dataset}-*", "table2"]),
