@@ -65,12 +65,13 @@ PARAMS = {
                    minItems=1, uniqueItems=True, title="Seeds",
                    description="every model is trained once per seed (at least 5 for a claim; not params.yaml's "
                                "`seed`, which tunes)"),
-    "tune": Param(False, type="boolean", title="Tune",
+    # the form's defaults are what `dvc repro` would do in the workspace: tune when params.yaml tunes
+    "tune": Param(DEFAULTS.tune.n_trials > 0, type="boolean", title="Tune",
                   description="Optuna search for base and MRdIB of every backbone, equal budgets; off: "
                               "params.yaml's values for both (a budget of 0)"),
     "n_trials": Param(max(1, DEFAULTS.tune.n_trials), type="integer", minimum=1, maximum=1000, title="Optuna trials",
                       description="trials per dataset, backbone and variant, when tuning"),
-    "device": Param("auto", type="string", enum=["auto", "cpu", "cuda"], title="Device",
+    "device": Param(DEFAULTS.train.device, type="string", enum=["auto", "cpu", "cuda"], title="Device",
                     description="auto takes a GPU where the worker has one"),
     # nullable, default None: the trigger form treats an empty required string as missing and
     # disables its Trigger button

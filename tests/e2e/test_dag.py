@@ -4,20 +4,14 @@ tests/unit/test_orchestrate.py; its workspace lock: tests/integration/test_works
 The DAG as Airflow parses it; then a real `airflow dags test` of a
 tiny configuration, and a real scheduler + dag processor + API server on 127.0.0.1, triggered
 over REST with non-default parameters that must reach the MLflow runs. Both use a temporary
-AIRFLOW_HOME and a temporary copy of the repository; servers are stopped by process id.
+AIRFLOW_HOME and a temporary copy of the repository; servers are stopped by process id. The deployment
+and its servers are fixtures of conftest.py, shared with test_ui_browser (the same UI in Chromium).
 """
 import json
-import os
-import secrets
-import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
-import urllib.request
 from contextlib import closing
 from pathlib import Path
 
@@ -36,16 +30,6 @@ REST_CONF = {"datasets": ["synthetic"], "backbones": ["vbpr"], "seeds": [7], "de
 
 
 # --- the DAG, parsed by Airflow ----------------------------------------------------------------
-
-def airflow_env(home: Path, work: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MRDIB_TRACKING"}
-    return env | {
-        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(work / "dags"), "MRDIB_WORKSPACE": str(work),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-    }
-
 
 INSPECT = """
 import json, sys, time
@@ -67,7 +51,7 @@ print(json.dumps({"stages": dict(module.BEFORE + module.PER_BACKBONE + module.AF
 
 
 @pytest.fixture(scope="module")
-def dag_info(tmp_path_factory):
+def dag_info(tmp_path_factory, airflow_env):
     home = tmp_path_factory.mktemp("airflow-parse")
     result = subprocess.run([sys.executable, "-c", INSPECT, str(REPO / "dags")], capture_output=True, text=True,
                             env=airflow_env(home, REPO), timeout=300)
@@ -106,49 +90,11 @@ def test_form_choices_and_defaults_match_the_project(dag_info):
     assert (defaults["datasets"], defaults["backbones"], defaults["seeds"]) == (
         pipeline["datasets"], pipeline["backbones"], pipeline["seeds"])
     assert defaults["device"] == params["train"]["device"] and defaults["n_trials"] == params["tune"]["n_trials"]
+    assert defaults["tune"] == (params["tune"]["n_trials"] > 0)   # a run with the defaults tunes as `dvc repro` does
     assert defaults["variants"] == pipeline.get("variants", ["base", "mrdib"])
 
 
 # --- real runs ---------------------------------------------------------------------------------
-
-def repo_copy(dest: Path, tiny_params) -> Path:
-    """The repository's files (tracked and new, not ignored) in `dest`, a fresh git repo, tiny params."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    tiny(dest / "params.yaml", tiny_params)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(command, cwd=dest, check=True, capture_output=True)
-    return dest
-
-
-def tiny(path: Path, tiny_params) -> None:
-    """test_pipeline's tiny configuration, its validation widths matched, one ablation setting."""
-    tiny_params(path)
-    params = yaml.safe_load(path.read_text())
-    widths = {key: params["synthetic"][key] for key in ("image_dim", "text_dim")}
-    params.get("validate", {}).get("datasets", {}).get("synthetic", {}).update(widths)
-    if "ablations" in params["pipeline"]:
-        params["pipeline"]["ablations"] = params["pipeline"]["ablations"][:1]
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory, tiny_params):
-    """A workspace and a migrated AIRFLOW_HOME (with the routing policy), shared by the real runs."""
-    work = repo_copy(tmp_path_factory.mktemp("workspace"), tiny_params)
-    home = tmp_path_factory.mktemp("airflow")
-    (home / "config").mkdir()
-    shutil.copy(work / "dags/policy/airflow_local_settings.py", home / "config")
-    env = airflow_env(home, work)
-    migrated = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    return work, home, env
-
 
 def test_airflow_dags_test_runs_the_pipeline(deployment):
     work, home, env = deployment
@@ -169,66 +115,8 @@ def test_airflow_dags_test_runs_the_pipeline(deployment):
     assert (work / "reports/table1.md").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def api(base: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
-    request = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def wait_for(what: str, check, seconds: float, servers: dict):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for name, (process, log) in servers.items():
-            assert process.poll() is None, f"{name} exited:\n{log.read_text()[-3000:]}"
-        try:
-            value = check()
-            if value:
-                return value
-        except OSError:
-            pass
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def servers(deployment, tmp_path):
-    """Scheduler, dag processor and API server on 127.0.0.1 (LocalExecutor); stopped by process id."""
-    work, home, env = deployment
-    port = free_port()
-    env = env | {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__WORKERS": "1",
-                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                 "AIRFLOW__CORE__PARALLELISM": "2", "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"}
-    started = {}
-    try:
-        for name in ("api-server", "scheduler", "dag-processor"):
-            log = tmp_path / f"{name}.log"
-            with log.open("w") as out:
-                started[name] = (subprocess.Popen([AIRFLOW, name], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                  start_new_session=True), log)
-        yield f"http://127.0.0.1:{port}", started
-    finally:
-        for process, _ in started.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process, _ in started.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # inside mlflow's sqlalchemy store
-def test_rest_trigger_with_parameters_reaches_the_mlflow_runs(deployment, servers):
+def test_rest_trigger_with_parameters_reaches_the_mlflow_runs(deployment, servers, api, wait_for):
     work, home, env = deployment
     base, started = servers
     wait_for("the API server", lambda: api(base, "/api/v2/monitor/health"), 120, started)
