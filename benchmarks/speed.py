@@ -1,6 +1,7 @@
 """Speed benchmark (a script, not a test): evaluation and training on real Baby interactions.
 
     .venv/bin/python -m benchmarks.speed [--data-dir ../shared/data/amazon/baby] [--rounds 3] [--backbones B ...]
+        [--threads N] [--reference MMREC_CHECKOUT [--reference-pythonpath DIR] [--reference-work-dir DIR]]
 
 Prints
 - seconds for one full evaluation (valid + test, every item ranked for every user) of a
@@ -11,14 +12,21 @@ Prints
   overhead in %, seconds per full evaluation and peak RSS; before that, the MRdIB objective's
   own cost per step (no backbone), the floor of that overhead;
 - with --graphs-data-dir ../shared/data/amazon/clothing: peak RSS of each graph backbone's
-  graph construction on Clothing (one process each).
+  graph construction on Clothing (one process each);
+- with a checkout of the field's reference toolbox (--reference PATH, or $MRDIB_REFERENCE; see
+  benchmarks/reference.py): each backbone both toolboxes have, ours and the reference's, built with the
+  same settings (printed side by side, checked equal), the same threads and the same data folder
+  (one .inter, one pair of feature files), trained one epoch each in turn; median s/epoch and seconds
+  per full evaluation of both, ratio = ours / reference. Without a checkout it prints our figures only.
 Every ratio it prints is against a reference measured in the same run (the matrix-product floor,
-the base variant); it never divides by a figure remembered from another day or machine.
+the base variant, the reference toolbox); it never divides by a figure remembered from another day or
+machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +36,21 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.reference import (
+    ENV_VAR,
+    MODELS,
+    PYTHONPATH_ENV_VAR,
+    ReferenceWorker,
+    check_checkout,
+    fixed_mismatches,
+    fixed_overrides,
+    lay_out_data,
+    mismatches,
+    reference_config,
+    resolve_reference,
+    settings_rows,
+    user_graph,
+)
 from config.params import load_params
 from config.sections import MRdIBConfig
 from models.data import load_dataset
@@ -162,6 +185,97 @@ def bench_training(data, rounds: int, names: list[str]) -> None:
         print("| " + " | ".join(row) + " |", flush=True)
 
 
+def our_epoch(trainer: Trainer, epoch: int) -> float:
+    """Seconds of one training epoch as Trainer.run_epoch runs it, without its validation: the epoch's graph
+    work (FREEDOM's pruning), the learning rate, sampling the epoch's negatives and every step."""
+    started = time.perf_counter()
+    trainer.model.train()
+    trainer.model.on_epoch_start(epoch)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = trainer.settings.lr * trainer.model.lr_factor(epoch)
+    trainer.train_epoch(epoch)
+    return time.perf_counter() - started
+
+
+def side_by_side(name: str, data, folder: Path, reference: Path, rounds: int, threads: int,
+                 pythonpath: str | None) -> list[str]:
+    """One backbone, ours and the reference's: the settings of both printed (ours | reference) and checked
+    equal; one epoch of ours, one of the reference (the order swapped every round), a warm-up epoch each
+    first; then each evaluated twice, ours, reference, reference, ours (the best of two). Returns the row."""
+    params = load_params("params.yaml", ["train.progress=false", *fixed_overrides(name)])
+    modalities = BACKBONES[name].modalities
+    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test},
+                          batch_size=params.train.eval_batch_size)
+    settings = TrainSettings(epochs=rounds + 1, batch_size=params.train.batch_size, lr=params.train.lr,
+                             patience=10**6, valid_metric="recall@20", weight_decay=params.train.weight_decay,
+                             progress=False)
+    seed_everything(params.seed)
+    ours = Trainer(build_model(params, data, name, "base", torch.device("cpu")), data.train, evaluator, settings,
+                   Path("/tmp/bench-ckpt"), params.seed)
+    if name == "dualgnn":
+        user_graph(reference, folder.parent.parent, data.name, ReferenceWorker.environment(pythonpath))
+    with ReferenceWorker(reference, pythonpath) as worker:
+        expected = reference_config(name, params)
+        info = worker.request("build", model=MODELS[name], dataset=data.name, data_path=f"{folder.parent}/",
+                              config=expected, threads=threads)
+        facts = {"n_users": data.n_users, "n_items": data.n_items, "n_train": len(data.train),
+                 "features": {m: list(data.features[m].shape) for m in modalities}}
+        problems = (mismatches(expected, info["config"]) + fixed_mismatches(name, params)
+                    + mismatches({**facts, "threads": threads, "torch": torch.__version__},
+                                 {**info, "features": {m: info["features"].get(m) for m in modalities}}))
+        print(f"\n{name} (ours) vs {MODELS[name]} (reference), settings ours | reference:")
+        for setting, mine, theirs in settings_rows(name, params, info["config"]):
+            print(f"  {setting}: {mine} | {theirs}")
+        print(f"  threads: {torch.get_num_threads()} | {info['threads']}; torch {torch.__version__} | "
+              f"{info['torch']}; data: {facts} | n_users {info['n_users']}, n_items {info['n_items']}, "
+              f"n_train {info['n_train']}, features {info['features']}")
+        if problems:
+            raise SystemExit(f"{name}: the two sides are not configured alike: {'; '.join(problems)}")
+        seconds: dict[str, list[float]] = {"ours": [], "reference": []}
+        for epoch in range(1, rounds + 2):
+            took = {}
+            for side in ("ours", "reference") if epoch % 2 else ("reference", "ours"):
+                took[side] = our_epoch(ours, epoch) if side == "ours" else worker.request("epoch")["seconds"]
+            if epoch > 1:  # epoch 1 warms up allocator and caches
+                for side, value in took.items():
+                    seconds[side].append(value)
+            print(f"  epoch {epoch}{' (warm-up)' if epoch == 1 else ''}: ours {took['ours']:.2f} s, "
+                  f"reference {took['reference']:.2f} s", flush=True)
+        evaluations: dict[str, list[float]] = {"ours": [], "reference": []}
+        for side in ("ours", "reference", "reference", "ours"):
+            evaluations[side].append(timed_evaluation(ours) if side == "ours"
+                                     else worker.request("evaluate")["seconds"])
+    train = {side: statistics.median(values) for side, values in seconds.items()}
+    evaluation = {side: min(values) for side, values in evaluations.items()}
+    return [name, f"{train['ours']:.2f}", f"{train['reference']:.2f}", f"{train['ours'] / train['reference']:.2f}",
+            f"{evaluation['ours']:.2f}", f"{evaluation['reference']:.2f}",
+            f"{evaluation['ours'] / evaluation['reference']:.2f}"]
+
+
+def bench_reference(data, folder: Path, reference: Path, names: list[str], rounds: int, threads: int,
+                    pythonpath: str | None) -> None:
+    """Each backbone of both toolboxes side by side (see side_by_side); ratio = ours / reference."""
+    print(f"\nside by side with the reference toolbox (MMRec) at {reference}: the same {threads} torch thread(s) "
+          f"each, the same data folder {folder} (both read its .inter and feature files), ours trained as the "
+          f"pipeline trains, the reference as its Trainer.fit does; median of {rounds} epochs each after a warm-up "
+          f"epoch, the two alternating; full evaluation = valid + test, every item ranked, best of two")
+    skipped = [n for n in names if n not in MODELS]
+    if skipped:
+        print(f"  not in the reference toolbox, not timed against it: {', '.join(skipped)}")
+    rows = []
+    for name in [n for n in names if n in MODELS]:
+        rows.append(side_by_side(name, data, folder, reference, rounds, threads, pythonpath))
+        print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    train = load_params("params.yaml").train
+    print(f"\nours vs the reference toolbox on {data.name} ({folder}), {threads} thread(s) each, batch "
+          f"{train.batch_size}, lr {train.lr}, d {train.embedding_dim} both (per backbone settings above), median "
+          f"s/epoch of {rounds} alternating epochs, full evaluation best of two; ratio = ours / reference:")
+    print("| backbone | ours s/epoch | reference s/epoch | ratio | ours eval s | reference eval s | eval ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def bench_objective(steps: int = 12) -> None:
     """MRdIB's own cost per training step, without any backbone: both encoders, the KL, the MINE
     critic and the BPR heads, forward and backward, at Baby's sizes (batch 2048 of 7,050 items).
@@ -217,17 +331,45 @@ def main() -> None:
                         help="also build the graph backbones' graphs on this dataset (e.g. "
                              "../shared/data/amazon/clothing) and print their peak RSS; --graphs-only skips the rest")
     parser.add_argument("--graphs-only", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads, ours and the reference's (default: torch's)")
+    parser.add_argument("--reference", metavar="PATH",
+                        help=f"an MMRec checkout to time side by side (default: ${ENV_VAR}; none: ours only)")
+    parser.add_argument("--reference-pythonpath", metavar="DIRS", default=os.environ.get(PYTHONPATH_ENV_VAR),
+                        help=f"import path for the reference's own dependencies, its worker only "
+                             f"(default: ${PYTHONPATH_ENV_VAR})")
+    parser.add_argument("--reference-work-dir", type=Path, metavar="DIR",
+                        help="where the shared data folder (and DualGNN's user graph) is laid out and kept "
+                             "between runs (default: a temporary folder)")
+    parser.add_argument("--skip-evaluation", action="store_true", help="skip the evaluation-vs-floor figures")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reference = resolve_reference(args.reference)
+    if reference is not None:
+        check_checkout(reference)
     if args.graphs_data_dir:
         bench_graphs(args.graphs_data_dir, args.backbones)
     if args.graphs_only:
         return
-    data = load_dataset(args.data_dir, standin=True, seed=0)
-    print(data.summary(), f"| torch threads: {torch.get_num_threads()}")
-    bench_evaluation(data, args.eval_batch_size)
-    if not args.skip_training:
-        bench_objective()
-        bench_training(data, args.rounds, args.backbones)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir
+        if reference is not None:  # both sides read one folder: the .inter and our stand-ins, written once
+            probe = load_dataset(args.data_dir, standin=True, seed=0)
+            features = {m: probe.features[m] for m in ("image", "text")}
+            data_dir = lay_out_data(args.data_dir, args.reference_work_dir or Path(tmp), features)
+        data = load_dataset(data_dir, standin=True, seed=0)
+        print(data.summary(), f"| torch threads: {torch.get_num_threads()}")
+        if not args.skip_evaluation:
+            bench_evaluation(data, args.eval_batch_size)
+        if not args.skip_training:
+            bench_objective()
+            bench_training(data, args.rounds, args.backbones)
+        if reference is None:
+            print(f"\nno reference toolbox given (--reference PATH or ${ENV_VAR}): our figures only, no ratio "
+                  "against it")
+        else:
+            bench_reference(data, data_dir, reference, args.backbones, args.rounds, torch.get_num_threads(),
+                            args.reference_pythonpath)
 
 
 if __name__ == "__main__":
