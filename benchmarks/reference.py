@@ -32,6 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run by path as the worker (cwd: the checkout): the repository root is not on sys.path
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from pipeline.errors import EXIT_USAGE, Refusal, run_command  # stdlib only; worker_main drops the root again
+
 ENV_VAR = "MRDIB_REFERENCE"
 PYTHONPATH_ENV_VAR = "MRDIB_REFERENCE_PYTHONPATH"
 
@@ -381,5 +385,13 @@ def worker_main(reference: Path) -> None:
             return
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+def main() -> None:
+    """The worker process: `python benchmarks/reference.py --worker CHECKOUT`, started by ReferenceWorker."""
+    if sys.argv[1:2] != ["--worker"] or len(sys.argv) != 3:
+        raise Refusal("usage: python benchmarks/reference.py --worker CHECKOUT (benchmarks.speed starts it)",
+                      EXIT_USAGE)
     worker_main(Path(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    run_command(main)
