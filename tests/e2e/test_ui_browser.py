@@ -103,39 +103,48 @@ def ui_run(servers, api, wait_for, browser, screenshot):
         raise
 
 
-def open_trigger_form(page, attempts: int = 6):
-    """Click Trigger Dag until its dialog shows: on a busy machine the first click can land before the
-    page's scripts listen (the button is drawn, nothing opens)."""
+def trigger_with_the_defaults(page, seen, screenshot, attempts: int = 5) -> None:
+    """Open Trigger Dag, read the form as drawn with its defaults, click its Trigger (when enabled) and land
+    on the run's page. The page redraws itself now and then (the DAG parsed again after the last run's
+    configure, its periodic refresh; a first click on a busy machine can land before its scripts listen),
+    which closes or never opens the dialog: what vanished before Trigger was clicked is done again."""
     page.wait_for_load_state("networkidle")
-    for _ in range(attempts):
-        page.get_by_role("button", name="Trigger Dag").click()
-        form = page.get_by_role("dialog")
+    for attempt in range(1, attempts + 1):
+        clicked = False
         try:
+            page.get_by_role("button", name="Trigger Dag").click()
+            form = page.get_by_role("dialog")
             expect(form.get_by_text("Run Parameters")).to_be_visible(timeout=15_000)
-            return form
-        except AssertionError:
+            expect(form.get_by_text("Train queue")).to_be_visible(timeout=15_000)   # the fields are drawn
+            trigger = form.get_by_role("button", name="Trigger", exact=True)
+            unpause = form.get_by_role("checkbox", name=f"Unpause {DAG_ID} on trigger")
+            page.wait_for_timeout(1000)   # the form validates its defaults as it draws them
+            seen.trigger_enabled = trigger.is_enabled(timeout=5_000)
+            seen.unpause_offered = unpause.count() == 1
+            seen.unpause_ticked = seen.unpause_offered and unpause.is_checked(timeout=5_000)
+            seen.form_text = form.inner_text(timeout=5_000)
+            seen.screens["form"] = screenshot(page, "airflow-trigger-form", full_page=False)
+            if not seen.trigger_enabled:
+                return
+            trigger.click(timeout=5_000)
+            clicked = True
+            page.wait_for_url(re.compile(rf"/dags/{DAG_ID}/runs/[^/]+$"), timeout=60_000)
+            return
+        except (AssertionError, PlaywrightTimeoutError):
+            screenshot(page, f"airflow-trigger-attempt-{attempt}")
+            if clicked:   # a run may have started: never trigger a second one
+                raise
             page.keyboard.press("Escape")
-    raise AssertionError(f"Trigger Dag opened no form in {attempts} clicks")
+    raise AssertionError(f"the Trigger Dag form closed before its Trigger was clicked, {attempts} times")
 
 
 def trigger_from_the_form(page, base, started, api, screenshot, seen) -> SimpleNamespace:
     page.goto(base + "/")   # the simple auth manager (every user an admin) logs the browser in
     page.get_by_role("link", name="Dags", exact=True).first.click()
     page.get_by_role("link", name=DAG_ID, exact=True).first.click()
-    form = open_trigger_form(page)
-    expect(form.get_by_text("Train queue")).to_be_visible()   # the form's fields are drawn
-    trigger = form.get_by_role("button", name="Trigger", exact=True)
-    unpause = form.get_by_role("checkbox", name=f"Unpause {DAG_ID} on trigger")
-    page.wait_for_timeout(1000)   # the form validates its defaults as it draws them
-    seen.trigger_enabled = trigger.is_enabled()
-    seen.unpause_offered = unpause.count() == 1
-    seen.unpause_ticked = seen.unpause_offered and unpause.is_checked()
-    seen.form_text = form.inner_text()
-    seen.screens["form"] = screenshot(page, "airflow-trigger-form", full_page=False)
+    trigger_with_the_defaults(page, seen, screenshot)
     if not seen.trigger_enabled:
         return seen
-    trigger.click()
-    page.wait_for_url(re.compile(rf"/dags/{DAG_ID}/runs/[^/]+$"))
     seen.run_id = urllib.parse.unquote(page.url.rsplit("/", 1)[1])
 
     page.set_viewport_size({"width": 1400, "height": 1000})
