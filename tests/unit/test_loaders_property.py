@@ -312,10 +312,7 @@ def odd_encoding(draw, base: Case, change: str | None = None) -> Case:
     elif change == "nul":
         data = data[:at] + b"\x00" + data[at:]
     elif change == "blank lines":
-        lines = text.split("\n")
-        for _ in range(draw(st.integers(1, 3))):
-            lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", " ", "   "])))
-        data = "\n".join(lines).encode()
+        data = with_blank_lines(draw, text, most=3)
     elif change == "no final newline":
         data = data.rstrip(b"\n")
     elif change == "random bytes":
@@ -323,6 +320,14 @@ def odd_encoding(draw, base: Case, change: str | None = None) -> Case:
     else:
         data = data[:at] + draw(st.sampled_from(["\u2028", "\x85", "\x0b", "\x1c"])).encode() + data[at:]
     return with_inter_bytes(base, f"encoding {change}", data)
+
+
+def with_blank_lines(draw, text: str, most: int) -> bytes:
+    """`text` with 1 to `most` empty or whitespace-only lines inserted at drawn places."""
+    lines = text.split("\n")
+    for _ in range(draw(st.integers(1, most))):
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", " ", "   "])))
+    return "\n".join(lines).encode()
 
 
 EXTRA_WHERE = ["first row", "a row", "every row", "every line"]
@@ -354,10 +359,7 @@ def lines_moved(draw, base: Case, change: str | None = None) -> Case:
     text = changed.files[base.inter].decode()
     change = change or draw(st.sampled_from(LINE_CHANGES))
     if change == "blank lines":
-        lines = text.split("\n")
-        for _ in range(draw(st.integers(1, 4))):
-            lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", " ", "   "])))
-        data = "\n".join(lines).encode()
+        data = with_blank_lines(draw, text, most=4)
     elif change == "crlf":
         data = text.replace("\n", "\r\n").encode()
     elif change == "cr":
