@@ -208,3 +208,15 @@ def wait_for():
     """wait_for(what, check, seconds, started): check()'s first truthy value, polled every 2 s (an OSError
     counts as not yet); fails when one of the `started` servers exits or after `seconds`."""
     return _wait_for
+
+
+@pytest.fixture(scope="session")
+def repo_copy(tiny_params):
+    """repo_copy(dest) -> dest: the repository in a fresh git repo with the tiny configuration (as `deployment`)."""
+    return lambda dest: _repo_copy(dest, tiny_params)
+
+
+@pytest.fixture(name="free_port", scope="session")
+def free_port_fixture():
+    """free_port() -> a port nothing listens on at 127.0.0.1."""
+    return free_port

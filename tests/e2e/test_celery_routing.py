@@ -14,21 +14,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (Debian package redis-server; .ci/run "
                                        "installs it): no Celery broker for the worker-routing test")
 
-REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "mrdib_pipeline"
 ROUTED = {"graphs", "tune", "train"}   # the per-backbone tasks the policy sends to `train_queue`
@@ -38,41 +34,6 @@ CONF = {"datasets": ["synthetic"], "backbones": ["vbpr"], "seeds": [1], "device"
         "train_queue": "gpu"}
 # Each worker's host name, as Airflow records it on the task instances it runs (`[core] hostname_callable`).
 HOSTNAME_MODULE = "import os\n\n\ndef hostname():\n    return os.environ['MRDIB_TEST_WORKER_HOST']\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def api(base: str, path: str, body: dict | None = None, method: str | None = None) -> dict:
-    request = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def repo_copy(dest: Path, tiny_params) -> Path:
-    """The repository's files (tracked and new, not ignored) in `dest`, a fresh git repo, tiny params."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    path = dest / "params.yaml"   # test_dag's tiny configuration: validation widths matched, one ablation
-    tiny_params(path)
-    params = yaml.safe_load(path.read_text())
-    widths = {key: params["synthetic"][key] for key in ("image_dim", "text_dim")}
-    params.get("validate", {}).get("datasets", {}).get("synthetic", {}).update(widths)
-    if "ablations" in params["pipeline"]:
-        params["pipeline"]["ablations"] = params["pipeline"]["ablations"][:1]
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(command, cwd=dest, check=True, capture_output=True)
-    return dest
 
 
 class Processes:
@@ -123,9 +84,9 @@ class Processes:
 
 
 @pytest.fixture
-def celery_cluster(tmp_path_factory, tiny_params):
+def celery_cluster(tmp_path_factory, repo_copy, free_port):
     """Redis, a migrated AIRFLOW_HOME (CeleryExecutor, the routing policy), the Airflow servers, two workers."""
-    work = repo_copy(tmp_path_factory.mktemp("celery-workspace"), tiny_params)
+    work = repo_copy(tmp_path_factory.mktemp("celery-workspace"))
     home = tmp_path_factory.mktemp("celery-airflow")
     (home / "config").mkdir()
     shutil.copy(work / "dags/policy/airflow_local_settings.py", home / "config")
@@ -170,7 +131,7 @@ def celery_cluster(tmp_path_factory, tiny_params):
         processes.stop()
 
 
-def test_train_queue_sends_graphs_tune_and_train_to_the_gpu_worker_only(celery_cluster):
+def test_train_queue_sends_graphs_tune_and_train_to_the_gpu_worker_only(celery_cluster, api):
     base, processes, work = celery_cluster
     begin = time.monotonic()
     processes.wait_for("the API server", lambda: api(base, "/api/v2/monitor/health"), 180)

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -192,14 +191,8 @@ def test_the_triggered_run_finishes_with_success_in_the_browser(ui_run):
     assert {task for (task, _), state in ui_run.task_states.items() if state == "success"} >= {"configure", "train"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def mlflow_ui(deployment, ui_run, tmp_path_factory):
+def mlflow_ui(deployment, ui_run, tmp_path_factory, free_port):
     """The README's `mlflow ui` over the store the deployment's runs wrote (the UI run's included), on a free
     127.0.0.1 port of the workspace; its base URL once it answers. Stopped by process group."""
     work, home, env = deployment
