@@ -191,8 +191,7 @@ def our_epoch(trainer: Trainer, epoch: int) -> float:
     started = time.perf_counter()
     trainer.model.train()
     trainer.model.on_epoch_start(epoch)
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = trainer.settings.lr * trainer.model.lr_factor(epoch)
+    trainer.optimizer.lr = trainer.settings.lr * trainer.model.lr_factor(epoch)
     trainer.train_epoch(epoch)
     return time.perf_counter() - started
 

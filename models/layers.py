@@ -14,12 +14,15 @@ from models.graph import SparseGraph
 
 
 def propagate(adjacency: SparseGraph, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Mean of [ego, A ego, ..., A^L ego]: [n_nodes, d] -> [n_nodes, d]."""
-    layers, current = [ego], ego
+    """Mean of [ego, A ego, ..., A^L ego]: [n_nodes, d] -> [n_nodes, d].
+
+    A running sum, not a stack of the layers and its mean: the same additions in the same order (equal
+    bit for bit, forward and backward), without copying every layer into one [L+1, n_nodes, d] tensor."""
+    total, current = ego, ego
     for _ in range(n_layers):
         current = adjacency @ current
-        layers.append(current)
-    return torch.stack(layers).mean(0)
+        total = total + current
+    return total / (n_layers + 1)
 
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from models.base import Recommender
 from models.evaluation import Evaluator
+from models.optim import Adam
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ def seed_everything(seed: int) -> None:
     # Scatter-adds (embedding backward) are otherwise free to sum in thread order: same seed,
     # different last bits. CUBLAS needs a fixed workspace for the same guarantee on a GPU.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms would also set a flag of the compiler, importing it (~1.6 s per
+    # process); the trainer never compiles, so the eager flag is the whole of it.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def keep_freed_memory() -> None:
@@ -126,9 +129,11 @@ class Trainer:
         keep_freed_memory()
         self.model, self.train, self.evaluator, self.settings = model, train, evaluator, settings
         self.dir, self.on_epoch = Path(checkpoint_dir), on_epoch
-        # The model's parameter layout is part of the identity: a checkpoint written by older code
-        # with other parameters starts afresh instead of failing to load.
-        layout = ";".join(f"{name}:{tuple(t.shape)}" for name, t in model.state_dict().items())
+        # The model's parameter layout and the optimizer's state format are part of the identity: a
+        # checkpoint written by older code with other parameters (or torch.optim's state) starts afresh
+        # instead of failing to load.
+        layout = ";".join([f"{Adam.__module__}.{Adam.__name__}"]
+                          + [f"{name}:{tuple(t.shape)}" for name, t in model.state_dict().items()])
         self.fingerprint = f"{fingerprint}|{hashlib.sha256(layout.encode()).hexdigest()[:16]}"
         self.device = model.ctx.device
         self.rng = np.random.default_rng([seed, 17])
@@ -136,7 +141,7 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel over every tensor per step, where the default for-loop Adam on CPU
         # makes several passes per tensor (measurements: docs/experiments.md).
-        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True) \
+        self.optimizer = Adam(params, lr=settings.lr, weight_decay=settings.weight_decay) \
             if params and model.trainable else None
         self.state = TrainState()
 
@@ -226,8 +231,7 @@ class Trainer:
         self.model.train()
         self.model.on_epoch_start(epoch)
         lr = self.settings.lr * self.model.lr_factor(epoch)  # from the epoch alone: a resumed run agrees
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
         terms = self.train_epoch(epoch)
         seconds = time.perf_counter() - started
         self.model.eval()
@@ -275,7 +279,7 @@ class Trainer:
         """One optimiser step on a batch; returns its loss terms (epoch, batch: for error messages)."""
         terms = self.model.calculate_loss(users, pos, neg)
         total = check_finite(terms, epoch, batch)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         total.backward()
         self.optimizer.step()
         return terms
