@@ -2,11 +2,14 @@
 torch._dynamo."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from models.optim import Adam
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def twin_params(seed: int = 0) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
@@ -85,5 +88,5 @@ def test_training_steps_do_not_import_the_compiler():
     code = ("import sys, torch\nfrom models.optim import Adam\nfrom models.trainer import seed_everything\n"
             "seed_everything(0)\np = torch.nn.Parameter(torch.ones(3))\nopt = Adam([p], lr=0.1)\n"
             "(p * p).sum().backward()\nopt.step()\nprint('torch._dynamo' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
