@@ -306,8 +306,10 @@ class TuneConfig(StrictConfig):
     lr_low: float = Field(1e-4, gt=0)
     lr_high: float = Field(3e-2, gt=0)
     tune_reg: bool = True                      # reg_weight (else train.weight_decay), both variants
-    reg_low: float = Field(1e-6, gt=0)
+    reg_low: float = Field(1e-6, gt=0)         # range of a backbone's own reg_weight
     reg_high: float = Field(1.0, gt=0)
+    weight_decay_low: float = Field(1e-8, gt=0)   # range of Adam's weight decay (backbones without reg_weight):
+    weight_decay_high: float = Field(1e-4, gt=0)  # it acts on every parameter at every step, not on the batch
     startup_trials: int = Field(5, ge=1)       # random trials before TPE models the space
     pruner_startup_trials: int = Field(5, ge=0)  # trials completed before any trial may be pruned
     pruner_warmup_epochs: int = Field(10, ge=0)  # a trial is never pruned before this epoch
@@ -316,7 +318,8 @@ class TuneConfig(StrictConfig):
 
     @model_validator(mode="after")
     def check_ranges(self) -> TuneConfig:
-        for low, high in (("alpha_low", "alpha_high"), ("lr_low", "lr_high"), ("reg_low", "reg_high")):
+        for low, high in (("alpha_low", "alpha_high"), ("lr_low", "lr_high"), ("reg_low", "reg_high"),
+                          ("weight_decay_low", "weight_decay_high")):
             if getattr(self, low) >= getattr(self, high):
                 raise ValueError(f"tune.{low} must be below tune.{high}")
         wrong = [b for b in self.backbones if b not in MULTIMODAL]

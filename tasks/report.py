@@ -5,12 +5,14 @@
         [--tuned tuned] [--tsne-backbones vbpr,...] [--tsne-items 1000]
 
 Reads the run folders (metrics.json, history.json, best.pt) and the tables tasks.table1 and
-tasks.table2 wrote into REPORTS/, and writes REPORTS/report.md with, under REPORTS/plots/:
-improvement.png/.csv (relative gain of MRdIB over base, bootstrap CI whiskers),
-learning_curves.png/.csv (validation Recall@20 per epoch, base vs MRdIB) and
-tsne_<dataset>_<backbone>.png (t-SNE of the item latents z_image, z_text, base vs MRdIB) for the
-backbones of `pipeline.ablation_backbones` (or --tsne-backbones). Every file is written through a
-temporary name. A plot that cannot be made is skipped with a note in the report.
+tasks.table2 wrote into REPORTS/, and writes REPORTS/report.md with, under REPORTS/plots/ (always
+these four files, the data of `dvc plots`): improvement.png/.csv (relative gain of MRdIB over base,
+bootstrap CI whiskers) and learning_curves.png/.csv (validation Recall@20 per epoch, base vs MRdIB);
+under REPORTS/figures/ (a varying set): tsne_<dataset>_<backbone>.png (t-SNE of the item latents
+z_image, z_text, base vs MRdIB) for the backbones of `pipeline.ablation_backbones` (or
+--tsne-backbones), copies of the tuning plots and of the sweep plot. Every file is written through a
+temporary name. A plot that cannot be made is skipped with a note in the report (the four plots/ files
+then hold a header and a note, so that DVC always finds them).
 """
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ from pipeline.runs import Run, RunError, load_runs
 
 COLORS = {"base": "tab:gray", "mrdib": "tab:blue"}
 SUMMARY_METRICS = tuple(map(metric_key, HEADLINE))  # the summary's and the improvement bars' metrics
+# REPORTS/plots/ holds four fixed files, each its own DVC output (the top-level `plots:` of dvc.yaml);
+# the varying set of images goes to REPORTS/figures/, a directory output. A plot file inside a directory
+# output made `dvc exp run <some stages>` fail in a fresh clone: resolving the plots needs that
+# directory's listing from the cache, which a partial run never produces.
+PLOTS, FIGURES = "plots", "figures"
 
 
 def save_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -97,7 +104,7 @@ def tuned_section(root: Path, report_dir: Path | None = None) -> str:
 
 def tuning_plots(files: list[Path], report_dir: Path | None) -> str:
     """The Optuna history / importance plots the tune stage drew beside each tuned file, copied into
-    REPORTS/plots/ (so that reports/ is complete on its own) and shown from there."""
+    REPORTS/figures/ (so that reports/ is complete on its own) and shown from there."""
     links = []
     for path in files:
         if '"optuna"' not in path.read_text():  # a passthrough file (budget 0) has no study to plot
@@ -108,7 +115,7 @@ def tuning_plots(files: list[Path], report_dir: Path | None) -> str:
                 continue
             target = plot
             if report_dir is not None:
-                target = Path(report_dir) / "plots" / f"tuning_{path.parent.name}_{plot.name}"
+                target = Path(report_dir) / FIGURES / f"tuning_{path.parent.name}_{plot.name}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(plot, target)
                 target = target.relative_to(report_dir)
@@ -129,7 +136,8 @@ def learning_curves(runs: list[Run]) -> pd.DataFrame:
                          "epoch": record["epoch"], "seconds": record["seconds"],
                          **{metric_key(k[len("valid/"):]): v for k, v in record.items()
                             if k.startswith("valid/")}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(
+        columns=["dataset", "backbone", "variant", "seed", "epoch", "seconds", metric_key(HEADLINE[0])])
 
 
 def plot_learning_curves(frame: pd.DataFrame, path: Path, metric: str = metric_key(HEADLINE[0])) -> None:
@@ -221,7 +229,7 @@ def plot_tsne(latents: dict[str, dict[str, np.ndarray]], popularity: np.ndarray,
     save_figure(fig, path)
 
 
-def tsne_plots(params: Params, runs: list[Run], backbones: list[str], roots: tuple[Path, Path], plots: Path,
+def tsne_plots(params: Params, runs: list[Run], backbones: list[str], roots: tuple[Path, Path], figures: Path,
                max_items: int) -> list[str]:
     """t-SNE image per (dataset, backbone) with both variants; returns report lines (images or notes)."""
     lines = []
@@ -238,39 +246,54 @@ def tsne_plots(params: Params, runs: list[Run], backbones: list[str], roots: tup
             latents, popularity = {}, None
             for variant in VARIANTS:
                 latents[variant], popularity = run_latents(params, *roots, by_variant[variant][seed])
-            plot_tsne(latents, popularity, plots / name, params.seed, max_items)
+            plot_tsne(latents, popularity, figures / name, params.seed, max_items)
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             lines.append(f"_t-SNE {dataset}/{backbone} skipped: {err}_")
             continue
         lines.append(f"t-SNE of the item latents, {dataset} / {backbone}, seed {seed} (at most {max_items} "
-                     f"items, colour = log popularity):\n\n![t-SNE {dataset} {backbone}](plots/{name})")
+                     f"items, colour = log popularity):\n\n![t-SNE {dataset} {backbone}]({FIGURES}/{name})")
     return lines
 
 
 # -- the report -------------------------------------------------------------------------------------
 def plot_section(args, params: Params, runs: list[Run]) -> str:
-    plots = args.reports / "plots"
+    plots, figures = args.reports / PLOTS, args.reports / FIGURES
     plots.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
     lines = []
     table1 = args.reports / "table1.json"
-    frame = improvement(json.loads(table1.read_text())) if table1.is_file() else pd.DataFrame()
+    frame = improvement(json.loads(table1.read_text())) if table1.is_file() else improvement({})
+    save_csv(frame, plots / "improvement.csv")
     if not frame.empty:
-        save_csv(frame, plots / "improvement.csv")
         plot_improvement(frame, plots / "improvement.png")
         lines.append("Relative improvement of MRdIB over base (whiskers: paired bootstrap 95% CI):\n\n"
-                     "![improvement](plots/improvement.png)")
+                     f"![improvement]({PLOTS}/improvement.png)")
     else:
-        lines.append(f"_Improvement plot skipped: {table1} absent or without base/MRdIB pairs._")
+        note = f"Improvement plot skipped: {table1} absent or without base/MRdIB pairs."
+        plot_note(note, plots / "improvement.png")
+        lines.append(f"_{note}_")
     curves = learning_curves(runs)
+    save_csv(curves, plots / "learning_curves.csv")
     if not curves.empty:
-        save_csv(curves, plots / "learning_curves.csv")
         plot_learning_curves(curves, plots / "learning_curves.png")
         lines.append("Validation Recall@20 per epoch (bold: mean over seeds):\n\n"
-                     "![learning curves](plots/learning_curves.png)")
+                     f"![learning curves]({PLOTS}/learning_curves.png)")
+    else:
+        note = "Learning curves skipped: no base or MRdIB run under the runs folder."
+        plot_note(note, plots / "learning_curves.png")
+        lines.append(f"_{note}_")
     backbones = params.pipeline.ablation_backbones if args.tsne_backbones is None else args.tsne_backbones.split(",")
     roots = (args.data_root, args.graphs_root)
-    lines += tsne_plots(params, runs, [b for b in backbones if b], roots, plots, args.tsne_items)
+    lines += tsne_plots(params, runs, [b for b in backbones if b], roots, figures, args.tsne_items)
     return "\n\n".join(lines)
+
+
+def plot_note(text: str, path: Path) -> None:
+    """An image that says why its plot is missing (the file is a declared DVC output: it must exist)."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    save_figure(fig, path)
 
 
 def build_report(args, params: Params) -> str:
@@ -317,7 +340,7 @@ def reliance_section(reports: Path) -> str:
 
 def sweep_section(reports: Path) -> str:
     """tasks/sweep.py's record (REPORTS/sweep.json) as text: grid, seeds, budget, table, wins and losses, a
-    reading guide; its plot (REPORTS/sweep.png) copied to REPORTS/plots/sweep.png and shown from there."""
+    reading guide; its plot (REPORTS/sweep.png) copied to REPORTS/figures/sweep.png and shown from there."""
     from pipeline.sweep_report import markdown
 
     path = reports / "sweep.json"
@@ -325,9 +348,9 @@ def sweep_section(reports: Path) -> str:
         return f"_{path} not found: run `python -m tasks.sweep`._"
     link = None
     if (reports / "sweep.png").is_file():
-        (reports / "plots").mkdir(parents=True, exist_ok=True)
-        (reports / "plots" / "sweep.png").write_bytes((reports / "sweep.png").read_bytes())
-        link = "plots/sweep.png"
+        (reports / FIGURES).mkdir(parents=True, exist_ok=True)
+        (reports / FIGURES / "sweep.png").write_bytes((reports / "sweep.png").read_bytes())
+        link = f"{FIGURES}/sweep.png"
     return markdown(json.loads(path.read_text()), link)
 
 
@@ -371,7 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--references", type=Path, default=Path("references"))
     parser.add_argument("--ablations", type=Path, default=Path("ablations"))
-    parser.add_argument("--reports", type=Path, default=Path("reports"), help="tables in, report.md and plots/ out")
+    parser.add_argument("--reports", type=Path, default=Path("reports"),
+                        help="tables in; report.md, plots/, figures/ out")
     parser.add_argument("--data-root", type=Path, default=Path("data/prepared"), help="<root>/<dataset>/ (t-SNE)")
     parser.add_argument("--graphs-root", type=Path, default=Path("data/graphs"),
                         help="<root>/<dataset>/<backbone>.npz from the graphs stage, used where present (t-SNE)")

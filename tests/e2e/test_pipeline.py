@@ -57,7 +57,7 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     assert table["synthetic"]["vbpr"]["tuning_trials"] == {"base": 2, "mrdib": 2}
     assert "encoder only" in (work / "reports/table2.md").read_text()
     report = (work / "reports/report.md").read_text()
-    assert "plots/improvement.png" in report and (work / "reports/plots/learning_curves.png").exists()
+    assert "](plots/improvement.png)" in report and (work / "reports/plots/learning_curves.png").exists()
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)  # reports/ is complete on its own: every image inside
     assert any("tuning_synthetic_vbpr-mrdib_history" in i for i in images), images
     for image in images:
@@ -80,6 +80,15 @@ def test_repro_runs_end_to_end_then_is_a_no_op(workspace):
     assert dvc(work, env, "exp", "show", "--json").returncode == 0
     diff = dvc(work, env, "metrics", "diff", "--json")
     assert diff.returncode == 0, diff.stderr
+
+    # the real-data README's shape: `dvc exp run` of some stages in a fresh clone (its cache empty) commits
+    # the experiment (it once failed at the commit, loading the report stage's output folder from the cache)
+    clone = work.parent / "clone"
+    subprocess.run(["git", "clone", "-q", str(work), str(clone)], check=True, env=env)
+    partial = dvc(clone, env | {"PYTHONPATH": str(clone)}, "exp", "run", "-S", "tracking.enabled=false",
+                  "download@synthetic")
+    assert partial.returncode == 0, partial.stdout[-3000:] + partial.stderr[-3000:]
+    assert "Ran experiment" in partial.stdout and (clone / "data/raw/synthetic").is_dir(), partial.stdout
 
     # one backbone's parameter invalidates that backbone's stages only (downstream tables follow)
     params = yaml.safe_load((work / "params.yaml").read_text())

@@ -60,9 +60,12 @@ def test_report_includes_every_table_and_section(reported):
 
 def test_plots_are_valid_images_linked_relatively(reported):
     text = (reported / "reports" / "report.md").read_text()
-    for name in ("improvement.png", "learning_curves.png", "tsne_tiny_vbpr.png"):
-        assert f"](plots/{name})" in text
-        assert_png(reported / "reports" / "plots" / name)
+    for name in ("plots/improvement.png", "plots/learning_curves.png", "figures/tsne_tiny_vbpr.png"):
+        assert f"]({name})" in text
+        assert_png(reported / "reports" / name)
+    # plots/ holds exactly the four files dvc.yaml declares one by one; varying images go to figures/
+    assert sorted(p.name for p in (reported / "reports" / "plots").iterdir()) == [
+        "improvement.csv", "improvement.png", "learning_curves.csv", "learning_curves.png"]
     assert not list((reported / "reports").rglob("*.tmp*"))
 
 
@@ -114,3 +117,19 @@ def test_tsne_without_the_dataset_folder_is_a_note(reported, tmp_path):
     lines = report.tsne_plots(params, runs, ["vbpr"], (tmp_path / "nowhere", tmp_path), tmp_path, 50)
     assert len(lines) == 1 and "t-SNE tiny/vbpr skipped" in lines[0] and "does not exist" in lines[0]
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_ablations_alone_still_write_the_four_declared_plot_files(reported, tmp_path):
+    """dvc.yaml declares reports/plots/*.csv|png one by one: without base/MRdIB pairs they hold a header
+    and a note image, and the report says why."""
+    reports = tmp_path / "reports"
+    report.main(["--params", str(reported / "params.yaml"), "--runs", str(tmp_path / "no-runs"),
+                 "--references", str(tmp_path / "no-references"), "--ablations", str(reported / "ablations"),
+                 "--reports", str(reports), "--data-root", str(tmp_path), "--tuned", str(tmp_path)])
+    text = (reports / "report.md").read_text()
+    assert "_Improvement plot skipped:" in text and "_Learning curves skipped:" in text
+    for name in ("improvement", "learning_curves"):
+        assert pd.read_csv(reports / "plots" / f"{name}.csv").empty
+        assert_png(reports / "plots" / f"{name}.png")
+    assert list(pd.read_csv(reports / "plots" / "learning_curves.csv").columns)[:5] == [
+        "dataset", "backbone", "variant", "seed", "epoch"]

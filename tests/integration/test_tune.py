@@ -187,12 +187,19 @@ def test_search_space_and_its_checks():
                      "reg_weight": ("backbones.vbpr.reg_weight", 1e-6, 1.0)}
     base = search_space(loaded, "vbpr", "base")
     assert base == {k: v for k, v in space.items() if k in ("lr", "reg_weight")}   # the shared part, identical
-    # A backbone without reg_weight regularises through Adam's weight decay, in both variants.
-    assert search_space(loaded, "freedom", "base")["reg_weight"] == ("train.weight_decay", 1e-6, 1.0)
+    # A backbone without reg_weight regularises through Adam's weight decay, in both variants, over its
+    # own range (reg_weight's [1e-6, 1] held SOIL's embeddings at zero on MovieLens).
+    for backbone in ("freedom", "soil"):
+        for variant in ("base", "mrdib"):
+            assert search_space(loaded, backbone, variant)["reg_weight"] == ("train.weight_decay", 1e-8, 1e-4)
+    moved = load_params(PARAMS, ["tune.weight_decay_low=1e-7", "tune.weight_decay_high=1e-3"])
+    assert search_space(moved, "soil")["reg_weight"] == ("train.weight_decay", 1e-7, 1e-3)
+    assert search_space(moved, "vbpr")["reg_weight"] == ("backbones.vbpr.reg_weight", 1e-6, 1.0)
     with pytest.raises(SystemExit, match="base variant would have nothing to tune"):
         tune_main(["--dataset", "synthetic", "--data-dir", "unused", "--backbone", "vbpr", "--variant", "base",
                    "--out", "unused.json", "--set", "tune.tune_lr=false", "--set", "tune.tune_reg=false"])
-    for bad in ("tune.alpha_low=0.5", "tune.backbones=[pop]"):
+    for bad in ("tune.alpha_low=0.5", "tune.backbones=[pop]", "tune.weight_decay_low=1e-3",
+                "tune.weight_decay_hihg=1e-3"):
         with pytest.raises(ParamsError, match="tune"):
             load_params(PARAMS, [bad])
 
