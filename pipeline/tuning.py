@@ -112,7 +112,8 @@ def search_space(params: Params, backbone: str, variant: str = "mrdib") -> dict[
     if cfg.tune_lr:
         space["lr"] = ("train.lr", cfg.lr_low, cfg.lr_high)
     if cfg.tune_reg:
-        space["reg_weight"] = regulariser(params, backbone)
+        key, low, high = regulariser(params, backbone)
+        space[key.rsplit(".", 1)[1]] = (key, low, high)   # reg_weight or weight_decay: logs say which
     if variant == "mrdib":
         space |= {a: (f"mrdib.{a}", cfg.alpha_low, cfg.alpha_high) for a in ALPHAS}
     if not space:

@@ -5,7 +5,8 @@
 
 Equal budgets: base and MRdIB of a backbone are tuned by the same study settings - the same
 tune.n_trials, sampler, pruner, epoch cap and search space for what they share (train.lr and the
-regularisation weight: the backbone's reg_weight, or Adam's train.weight_decay where it has none) -
+regularisation weight: the backbone's reg_weight in [tune.reg_low, reg_high], or Adam's train.weight_decay in
+[tune.weight_decay_low, weight_decay_high] where it has none) -
 and MRdIB's study adds alpha1..alpha3 (the paper tuned those by hand over a 5^3 grid). A
 comparison in which only one side is tuned measures the tuning, not the method.
 

@@ -191,9 +191,9 @@ def test_search_space_and_its_checks():
     # own range (reg_weight's [1e-6, 1] held SOIL's embeddings at zero on MovieLens).
     for backbone in ("freedom", "soil"):
         for variant in ("base", "mrdib"):
-            assert search_space(loaded, backbone, variant)["reg_weight"] == ("train.weight_decay", 1e-8, 1e-4)
+            assert search_space(loaded, backbone, variant)["weight_decay"] == ("train.weight_decay", 1e-8, 1e-4)
     moved = load_params(PARAMS, ["tune.weight_decay_low=1e-7", "tune.weight_decay_high=1e-3"])
-    assert search_space(moved, "soil")["reg_weight"] == ("train.weight_decay", 1e-7, 1e-3)
+    assert search_space(moved, "soil")["weight_decay"] == ("train.weight_decay", 1e-7, 1e-3)
     assert search_space(moved, "vbpr")["reg_weight"] == ("backbones.vbpr.reg_weight", 1e-6, 1.0)
     with pytest.raises(SystemExit, match="base variant would have nothing to tune"):
         tune_main(["--dataset", "synthetic", "--data-dir", "unused", "--backbone", "vbpr", "--variant", "base",
