@@ -275,10 +275,11 @@ def bench_reference(data, folder: Path, reference: Path, names: list[str], round
         print("| " + " | ".join(row) + " |")
 
 
-def bench_objective(steps: int = 12) -> None:
+def bench_objective(steps: int = 12, profile: bool = False) -> None:
     """MRdIB's own cost per training step, without any backbone: both encoders, the KL, the MINE
     critic and the BPR heads, forward and backward, at Baby's sizes (batch 2048 of 7,050 items).
-    This is the floor of the per-step overhead: the backbone around it only adds to it."""
+    This is the floor of the per-step overhead: the backbone around it only adds to it. `profile`:
+    also where that time goes (torch.profiler, the operators' share of the objective's CPU time)."""
     print("\nMRdIB objective alone, forward + backward per step (median), batch 2048:")
     gen = torch.Generator().manual_seed(0)
     shapes = (("every item encoded (MGCN, DualGNN, SOIL), d=64", 7050, 64, False),
@@ -299,6 +300,23 @@ def bench_objective(steps: int = 12) -> None:
             sum(plugin.loss_terms(user, pos, neg).values()).backward()
             times.append(time.perf_counter() - started)
         print(f"  {label}: {1000 * statistics.median(times[2:]):.1f} ms")
+        if profile:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                for _ in range(steps):
+                    pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
+                    items = torch.unique(torch.cat([pos, neg])) if batch_items_only else None
+                    for m, h in table.items():
+                        plugin.encode(m, h if items is None else h[items], items)
+                    sum(plugin.loss_terms(user, pos, neg).values()).backward()
+            print_operator_shares(prof.key_averages(), steps)
+
+
+def print_operator_shares(events, steps: int, top: int = 8) -> None:
+    """The operators with the largest self CPU time: share of the total, calls per step."""
+    total = sum(e.self_cpu_time_total for e in events)
+    for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        print(f"      {event.key:<28} {100 * event.self_cpu_time_total / total:5.1f}%  "
+              f"{event.count / steps:5.1f} calls/step")
 
 
 def bench_graphs(data_dir: Path, names: list[str]) -> None:
@@ -340,9 +358,14 @@ def main() -> None:
                         help="where the shared data folder (and DualGNN's user graph) is laid out and kept "
                              "between runs (default: a temporary folder)")
     parser.add_argument("--skip-evaluation", action="store_true", help="skip the evaluation-vs-floor figures")
+    parser.add_argument("--profile-objective", action="store_true",
+                        help="only MRdIB's objective alone: its time per step and where it goes (torch.profiler)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile_objective:
+        bench_objective(profile=True)
+        return
     reference = resolve_reference(args.reference)
     if reference is not None:
         check_checkout(reference)
