@@ -106,3 +106,13 @@ def test_the_environment_names_the_reference(monkeypatch, capsys, toy_folder, tm
     with pytest.raises(ValueError, match="elsewhere: not an MMRec checkout"):
         run_main(monkeypatch, capsys, "--data-dir", str(toy_folder), "--skip-training", "--skip-evaluation",
                  "--reference", str(tmp_path / "elsewhere"))
+
+
+def test_the_objective_profile_names_its_operators_and_their_shares(capsys):
+    speed.bench_objective(steps=3, profile=True)
+    out = capsys.readouterr().out
+    blocks = out.split("  every item encoded (MMGCN)")[0].split("\n  the batch's items encoded")
+    for block in blocks:   # the two d=64 shapes: a time, then the top operators
+        shares = [float(line.split()[1].rstrip("%")) for line in block.splitlines() if "calls/step" in line]
+        assert len(shares) == 8 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100
+    assert "aten::mm" in out and "ms" in out
