@@ -292,23 +292,30 @@ def bench_objective(steps: int = 12, profile: bool = False) -> None:
         user = torch.randn(2048, 64, generator=gen, requires_grad=True)
         times = []
         for _ in range(steps):
-            pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
-            items = torch.unique(torch.cat([pos, neg])) if batch_items_only else None
+            batch = objective_batch(gen, n_items, batch_items_only)
             started = time.perf_counter()
-            for m, h in table.items():
-                plugin.encode(m, h if items is None else h[items], items)
-            sum(plugin.loss_terms(user, pos, neg).values()).backward()
+            objective_step(plugin, table, user, *batch)
             times.append(time.perf_counter() - started)
         print(f"  {label}: {1000 * statistics.median(times[2:]):.1f} ms")
         if profile:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 for _ in range(steps):
-                    pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
-                    items = torch.unique(torch.cat([pos, neg])) if batch_items_only else None
-                    for m, h in table.items():
-                        plugin.encode(m, h if items is None else h[items], items)
-                    sum(plugin.loss_terms(user, pos, neg).values()).backward()
+                    objective_step(plugin, table, user, *objective_batch(gen, n_items, batch_items_only))
             print_operator_shares(prof.key_averages(), steps)
+
+
+def objective_batch(gen: torch.Generator, n_items: int, batch_items_only: bool):
+    """A batch of 2048 (pos, neg) items, and their distinct items where only those are encoded."""
+    pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
+    return pos, neg, torch.unique(torch.cat([pos, neg])) if batch_items_only else None
+
+
+def objective_step(plugin: MRdIB, table: dict, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                   items: torch.Tensor | None) -> None:
+    """Encode both modalities (every item, or `items`), then the objective's forward and backward."""
+    for m, h in table.items():
+        plugin.encode(m, h if items is None else h[items], items)
+    sum(plugin.loss_terms(user, pos, neg).values()).backward()
 
 
 def print_operator_shares(events, steps: int, top: int = 8) -> None:
