@@ -21,6 +21,12 @@ Failure: every MLflow call goes through `Tracker._call`. The first error (store 
 locked, full disk) logs one warning, the store is not tried again by this process, and training
 goes on; tasks.train writes metrics.json before the final MLflow calls. mlflow is imported inside
 functions: the import alone costs seconds.
+
+Background start: a training run (`start_training_run(background=True)`, what tasks.train does)
+imports MLflow, opens the store, creates the run and logs its parameters in a thread, while the
+model trains its first epoch (~1.6 s of imports and store set-up on these machines, off the path to
+the first epoch). Every other call waits for that thread first, then runs in the caller's thread,
+in order: the run holds exactly what a foreground start gives it (tests/integration/test_tracking.py).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -83,10 +90,19 @@ class Tracker:
     def __init__(self, store: str | None = None):
         self.store = store      # the configured URI: a store that failed is not tried again
         self.uri = self.client = self.run_id = self.experiment_id = None
+        self._starting: threading.Thread | None = None  # a background start not yet waited for
 
     @property
     def active(self) -> bool:
+        self.wait()
         return self.run_id is not None and self.store not in _BROKEN
+
+    def wait(self) -> None:
+        """Block until a background start has finished (its own thread never waits for itself)."""
+        starting = self._starting
+        if starting is not None and starting is not threading.current_thread():
+            starting.join()
+            self._starting = None
 
     def _call(self, what: str, fn: Callable, *args, **kwargs):
         if self.store in _BROKEN:
@@ -102,13 +118,25 @@ class Tracker:
     @classmethod
     def start(cls, cfg: TrackingConfig, experiment: str, run_name: str, tags: dict[str, str],
               parent: Tracker | None = None, reuse: dict[str, str] | None = None,
-              supersede: dict[str, str] | None = None) -> Tracker:
+              supersede: dict[str, str] | None = None, then: Callable[[Tracker], None] | None = None,
+              background: bool = False) -> Tracker:
         """A new run in `experiment`; `reuse`: tags of a run to continue instead (a resumed study);
-        `supersede`: tags of runs left RUNNING by a killed process, marked KILLED first."""
+        `supersede`: tags of runs left RUNNING by a killed process, marked KILLED first; `then`: what
+        to log right after (its parameters). background: do all that in a thread (module docstring)."""
         if not tracking_enabled(cfg):
             return cls()
         tracker = cls(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri)
-        tracker._call("start a run", tracker._begin, cfg, experiment, run_name, tags, parent, reuse, supersede)
+
+        def begin() -> None:
+            tracker._call("start a run", tracker._begin, cfg, experiment, run_name, tags, parent, reuse, supersede)
+            if then is not None:
+                then(tracker)
+
+        if background:
+            tracker._starting = threading.Thread(target=begin, name="mlflow-start", daemon=True)
+            tracker._starting.start()
+        else:
+            begin()
         return tracker
 
     def _begin(self, cfg, experiment, run_name, tags, parent, reuse, supersede) -> None:
@@ -387,16 +415,22 @@ def learning_curve(history: list[dict], valid_metric: str):
 def start_training_run(params, *, dataset: str, data_dir: Path, backbone: str, variant: str, device: Any,
                        standin: list[str], stage: str = "train", run_name: str | None = None,
                        parent: Tracker | None = None, extra_params: dict | None = None,
-                       extra_tags: dict | None = None, supersede: dict | None = None) -> Tracker:
-    """A run holding the resolved params and tags; its log_epoch is the Trainer's on_epoch."""
+                       extra_tags: dict | None = None, supersede: dict | None = None,
+                       background: bool = False) -> Tracker:
+    """A run holding the resolved params and tags; its log_epoch is the Trainer's on_epoch.
+    background: start it in a thread (module docstring)."""
     tags = run_tags(dataset=dataset, data_dir=data_dir, backbone=backbone, variant=variant, seed=params.seed,
                     standin=standin, device=device, stage=stage) | (extra_tags or {}) | (supersede or {})
     label = "-".join(filter(None, [backbone, variant, tags.get("ablation")]))  # an ablation is named as one
-    tracker = Tracker.start(params.tracking, dataset, run_name or f"{label}-seed{params.seed}", tags,
-                            parent=parent, supersede=supersede)
-    tracker.log_params(resolved_params(params, backbone, variant) | (extra_params or {}))
-    tracker.log_dict(params.model_dump(mode="json"), "params.json")
-    return tracker
+    logged = resolved_params(params, backbone, variant) | (extra_params or {})
+    snapshot = params.model_dump(mode="json")
+
+    def log_params(tracker: Tracker) -> None:
+        tracker.log_params(logged)
+        tracker.log_dict(snapshot, "params.json")
+
+    return Tracker.start(params.tracking, dataset, run_name or f"{label}-seed{params.seed}", tags,
+                         parent=parent, supersede=supersede, then=log_params, background=background)
 
 
 def finish_training_run(tracker: Tracker, params, metrics: dict, history: list[dict], model,

@@ -121,8 +121,8 @@ def run(params: Params, data_dir: Path, backbone: str, variant: str, out: Path, 
     settings = train_settings(params)
     key = fingerprint(params, data_dir, backbone, variant)
     tracker = start_training_run(params, dataset=dataset.name, data_dir=data_dir, backbone=backbone, variant=variant,
-                                 device=device, standin=standin, extra_tags=tags, supersede={"run_key": key}) \
-        if track else Tracker()
+                                 device=device, standin=standin, extra_tags=tags, supersede={"run_key": key},
+                                 background=True) if track else Tracker()
     checkpoints = checkpoints or out
     trainer = Trainer(model, dataset.train, evaluator, settings, checkpoints, params.seed, fingerprint=key,
                       on_epoch=tracker.log_epoch)

@@ -203,6 +203,31 @@ def test_mlflow_never_breaks_training(problem, tiny_synthetic, tmp_path, monkeyp
     assert len(warnings) == 1 and "training goes on" in warnings[0].getMessage()
 
 
+def test_a_background_start_gives_the_run_a_foreground_start_gives(tiny_synthetic, client):
+    """tasks.train starts its run in a thread while the first epoch trains: same tags, params, files, metrics."""
+    from pipeline.tracking import start_training_run
+
+    def logged(background: bool) -> tuple:
+        tracker = start_training_run(params(), dataset="tiny", data_dir=tiny_synthetic, backbone="vbpr",
+                                     variant="mrdib", device="cpu", standin=[], run_name=f"thread-{background}",
+                                     extra_tags={"probe_mode": str(background)}, background=background)
+        assert (tracker._starting is not None) == background   # a thread only when asked
+        tracker.log_epoch(1, {"epoch": 1, "seconds": 0.5, "loss/bpr": 0.69, "valid/recall@20": 0.1})
+        tracker.end()
+        assert tracker._starting is None     # whatever ran in the thread was waited for
+        run = client.get_run(tracker.run_id)
+        tags = {k: v for k, v in run.data.tags.items() if k not in ("probe_mode", "mlflow.runName")}
+        files = sorted(a.path for a in client.list_artifacts(run.info.run_id))
+        snapshot = json.loads(Path(client.download_artifacts(run.info.run_id, "params.json")).read_text())
+        return run.info.status, tags, run.data.params, run.data.metrics, files, snapshot
+
+    foreground, background = logged(False), logged(True)
+    assert background == foreground
+    assert foreground[0] == "FINISHED"
+    assert foreground[3] == {"epoch_seconds": 0.5, "loss/bpr": 0.69, "valid/recall_at_20": 0.1}
+    assert foreground[4] == ["params.json"] and foreground[5]["seed"] == params().seed
+
+
 def test_train_takes_each_variants_tuned_values_and_records_the_budget(tiny_synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("MRDIB_TRACKING", "off")
     shared = {"train.lr": 0.004, "backbones.vbpr.reg_weight": 0.03}
