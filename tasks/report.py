@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +31,7 @@ from config.metrics import HEADLINE, metric_key, metric_name
 from config.params import Params, load_params
 from config.sections import ABLATIONS, VARIANTS
 from pipeline.errors import EXIT_DATA, Refusal, run_command
-from pipeline.io import save_figure, write_text
+from pipeline.io import copy_file, save_figure, write_text
 from pipeline.latents import run_latents
 from pipeline.runs import Run, RunError, load_runs
 
@@ -117,7 +116,7 @@ def tuning_plots(files: list[Path], report_dir: Path | None) -> str:
             if report_dir is not None:
                 target = Path(report_dir) / FIGURES / f"tuning_{path.parent.name}_{plot.name}"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(plot, target)
+                copy_file(plot, target)
                 target = target.relative_to(report_dir)
             links.append(f"![{path.parent.name} {path.stem} {kind}]({target})")
     return "\n\n" + "\n".join(links) if links else ""
@@ -349,7 +348,7 @@ def sweep_section(reports: Path) -> str:
     link = None
     if (reports / "sweep.png").is_file():
         (reports / FIGURES).mkdir(parents=True, exist_ok=True)
-        (reports / FIGURES / "sweep.png").write_bytes((reports / "sweep.png").read_bytes())
+        copy_file(reports / "sweep.png", reports / FIGURES / "sweep.png")
         link = f"{FIGURES}/sweep.png"
     return markdown(json.loads(path.read_text()), link)
 
