@@ -304,6 +304,48 @@ def bench_objective(steps: int = 12, profile: bool = False) -> None:
             print_operator_shares(prof.key_averages(), steps)
 
 
+def bench_compiled_objective(steps: int = 30) -> None:
+    """The objective's step eager and under torch.compile (inductor, dynamic shapes: the batch's
+    distinct items vary), alternating step by step, the order swapped every step; median ms of each.
+    The issue's suggested fusion, measured rather than assumed."""
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    print("\nMRdIB objective alone, eager vs torch.compile (inductor), forward + backward, batch 2048:")
+    gen = torch.Generator().manual_seed(0)
+    for label, batch_items_only in (("the batch's items encoded (VBPR, FREEDOM)", True),
+                                    ("every item encoded (MGCN, DualGNN, SOIL)", False)):
+        plugin = MRdIB({m: 64 for m in ("image", "text")}, user_dim=64, config=MRdIBConfig(), seed=0)
+        plugin.train()
+        table = {m: torch.randn(7050, 64, generator=gen, requires_grad=True) for m in ("image", "text")}
+        user = torch.randn(2048, 64, generator=gen, requires_grad=True)
+        torch._dynamo.reset()
+        compiled = torch.compile(objective_step, dynamic=True)
+        started = time.perf_counter()
+        try:
+            compiled(plugin, table, user, *objective_batch(gen, 7050, batch_items_only))
+        except torch._dynamo.exc.BackendCompilerFailed as error:  # torch 2.13: a pattern-matcher pass fails
+            print(f"  {label}: compiling failed ({str(error).splitlines()[1][:120]}); again without "
+                  f"inductor's pattern matcher")
+            inductor_config.pattern_matcher = False
+            torch._dynamo.reset()
+            compiled = torch.compile(objective_step, dynamic=True)
+        for _ in range(3):
+            compiled(plugin, table, user, *objective_batch(gen, 7050, batch_items_only))
+        warm_up = time.perf_counter() - started
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for step in range(steps):
+            order = (("eager", objective_step), ("compiled", compiled))
+            for name, function in order if step % 2 else order[::-1]:
+                batch = objective_batch(gen, 7050, batch_items_only)
+                started = time.perf_counter()
+                function(plugin, table, user, *batch)
+                times[name].append(time.perf_counter() - started)
+        eager, fused = (statistics.median(times[name]) for name in ("eager", "compiled"))
+        print(f"  {label}: eager {1000 * eager:.1f} ms, compiled {1000 * fused:.1f} ms "
+              f"(x{fused / eager:.2f}; compiling and warm-up {warm_up:.0f} s)", flush=True)
+
+
 def objective_batch(gen: torch.Generator, n_items: int, batch_items_only: bool):
     """A batch of 2048 (pos, neg) items, and their distinct items where only those are encoded."""
     pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
@@ -367,11 +409,16 @@ def main() -> None:
     parser.add_argument("--skip-evaluation", action="store_true", help="skip the evaluation-vs-floor figures")
     parser.add_argument("--profile-objective", action="store_true",
                         help="only MRdIB's objective alone: its time per step and where it goes (torch.profiler)")
+    parser.add_argument("--compile-objective", action="store_true",
+                        help="only MRdIB's objective alone, eager against torch.compile, alternating")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.profile_objective:
         bench_objective(profile=True)
+        return
+    if args.compile_objective:
+        bench_compiled_objective()
         return
     reference = resolve_reference(args.reference)
     if reference is not None:
