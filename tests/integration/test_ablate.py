@@ -4,6 +4,7 @@ import shutil
 import statistics
 
 import pytest
+import torch
 
 from config.metrics import TABLE2
 from config.sections import ABLATIONS
@@ -23,8 +24,9 @@ def test_labels_name_the_zeroed_weights():
     assert {setting: table2.setting_label(setting) for setting in table2.settings_in_order()} == {
         "mrdib": "MRdIB (full)", "no_kl": "w/o KL (α1=0)", "no_redundancy": "w/o L_R (α2=0)",
         "no_unique": "w/o L_U (α3=0)", "no_redundancy_unique": "w/o L_R, L_U (α2=α3=0)",
-        "encoder_only": "encoder only, no MRdIB term (α1=α2=α3=0)", "base": "base (no MRdIB)"}
-    assert list(table2.settings_in_order()) == ["mrdib", *ABLATIONS, "base"] and len(ABLATIONS) == 5
+        "encoder_only": "encoder only, no MRdIB term (α1=α2=α3=0)",
+        "tuning_only": "base with MRdIB's tuned values, no encoder (α1=α2=α3=0)", "base": "base (no MRdIB)"}
+    assert list(table2.settings_in_order()) == ["mrdib", *ABLATIONS, "base"] and len(ABLATIONS) == 6
 
 
 def test_table2_json_matches_the_metrics_files(trained_layout, layout_seeds):
@@ -93,8 +95,6 @@ def test_a_run_whose_alphas_contradict_its_name_is_refused(trained_layout, tmp_p
 def test_encoder_only_trains_the_encoders_without_any_mrdib_term(trained_layout):
     """The control differs from base by the layer alone: encoders in the checkpoint, only the
     backbone's loss terms in the history, and different scores than base."""
-    import torch
-
     folder = trained_layout / "ablations" / "tiny" / "vbpr-encoder_only" / "seed1"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["keep_encoder"] is True and set(metrics["alphas"].values()) == {0.0}
@@ -106,3 +106,29 @@ def test_encoder_only_trains_the_encoders_without_any_mrdib_term(trained_layout)
     assert any(key.startswith("mrdib.encoders.") for key in weights), list(weights)[:10]
     base = json.loads((trained_layout / "runs" / "tiny" / "vbpr-base" / "seed1" / "metrics.json").read_text())
     assert metrics["valid"] != base["valid"]
+
+
+def test_tuning_only_is_the_base_model_trained_with_mrdibs_tuned_values(trained_layout, tiny_synthetic, tmp_path):
+    """The tuning control: an ablation run with MRdIB's tuned file reaches exactly the metrics of the base
+    variant trained with that file's learning rate and regulariser, and not those of base with its own."""
+    from tasks import ablate, train
+
+    tuned = tmp_path / "vbpr-mrdib.json"
+    tuned.write_text(json.dumps({"source": "optuna", "variant": "mrdib", "trials": 3, "values": {
+        "train.lr": 0.004, "backbones.vbpr.reg_weight": 3e-4,
+        "mrdib.alpha1": 0.02, "mrdib.alpha2": 0.03, "mrdib.alpha3": 0.04}}))
+    common = ["--data-dir", str(tiny_synthetic), "--backbone", "vbpr", "--seeds", "1", "--epochs", "2",
+              "--params", str(trained_layout / "params.yaml"), "--set", "train.progress=false",
+              "--set", "train.device=cpu"]
+    ablate.main([*common, "--variant", "mrdib", "--ablation", "tuning_only", "--tuned", str(tuned),
+                 "--out", str(tmp_path / "tuning_only")])
+    train.main([*common, "--variant", "base", "--set", "train.lr=0.004", "--set", "backbones.vbpr.reg_weight=3e-4",
+                "--out", str(tmp_path / "base_with_those_values")])
+    control, by_hand = (json.loads((tmp_path / name / "seed1" / "metrics.json").read_text())
+                        for name in ("tuning_only", "base_with_those_values"))
+    assert set(control["alphas"].values()) == {0.0} and not control.get("keep_encoder")
+    assert control["test"] == by_hand["test"] and control["valid"] == by_hand["valid"]
+    state = torch.load(tmp_path / "tuning_only" / "seed1" / "best.pt", weights_only=True)
+    assert not any(key.startswith("mrdib.") for key in state.get("model", state))
+    base = json.loads((trained_layout / "runs" / "tiny" / "vbpr-base" / "seed1" / "metrics.json").read_text())
+    assert control["valid"] != base["valid"]
