@@ -230,7 +230,8 @@ class PipelineConfig(StrictConfig):
     seeds: list[int] = Field([2025, 2026, 2027, 2028, 2029], min_length=1)  # never `seed`: it tunes
     variants: list[Literal[VARIANTS]] = list(VARIANTS)  # variants trained per backbone
     ablation_backbones: list[str] = ["vbpr"]  # backbones of the ablation (Table 2)
-    ablations: list[str] = ["tuning_only", "encoder_only", "no_kl", "no_redundancy_unique"]  # settings of Table 2 (ABLATIONS)
+    # settings of Table 2 (ABLATIONS)
+    ablations: list[str] = ["tuning_only", "encoder_only", "no_kl", "no_redundancy_unique"]
     bootstrap: int = Field(1000, ge=10)      # resamples of the two-way (seeds x users) paired bootstrap
 
     @field_validator("seeds")
