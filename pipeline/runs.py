@@ -76,6 +76,9 @@ def check_alphas(run: Run) -> None:
         raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records {alphas} ({wrong} not 0)")
     if run.variant in KEEPS_ENCODER and not run.metrics.get("keep_encoder"):
         raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records no kept encoder")
+    if run.variant in ABLATIONS and run.variant not in KEEPS_ENCODER and run.metrics.get("keep_encoder"):
+        raise RunError(f"{run.folder}: named {run.variant!r} but metrics.json records a kept encoder "
+                       f"(keep_encoder is the encoder_only control's)")
 
 
 def check_paired(base: list[Run], other: list[Run]) -> None:

@@ -7,7 +7,9 @@ setting one of config.sections.ABLATIONS, as written by the ablate stage), the
 table has one row for the full MRdIB run and the base run (both from RUNS/, the main matrix)
 and one per ablation setting: test Recall and NDCG @5, @10, @20 as mean +- std over seeds, the
 change of each mean relative to full MRdIB, and the 95% interval of (setting - base) Recall@20
-(two-way paired bootstrap over seeds and users, as Table 1). Every ablation trains with full
+(two-way paired bootstrap over seeds and users, as Table 1); where the group has the `tuning_only`
+control, also of (setting - tuning_only): MRdIB and its ablations against the base model at the
+same tuned values, which takes the two studies' different draws out of the comparison. Every ablation trains with full
 MRdIB's tuned values (learning rate, regularisation, alphas) and zeroes what its name says.
 
 Two controls separate what MRdIB's row owes to each of its parts. `tuning_only` is the base
@@ -59,6 +61,7 @@ def table2_rows(main_runs: list[Run], ablation_runs: list[Run], n_boot: int = 10
         group = [r for r in main_runs + ablation_runs if (r.dataset, r.backbone) == (dataset, backbone)]
         full = [r for r in group if r.variant == "mrdib"]
         base = [r for r in group if r.variant == "base"]
+        tuning = [r for r in group if r.variant == "tuning_only"]
         for setting in settings_in_order():
             picked = [r for r in group if r.variant == setting]
             if not picked:
@@ -66,12 +69,9 @@ def table2_rows(main_runs: list[Run], ablation_runs: list[Run], n_boot: int = 10
             row = {"dataset": dataset, "backbone": backbone, "setting": setting, "label": setting_label(setting),
                    "seeds": sorted(r.seed for r in picked), "alphas": picked[0].metrics.get("alphas")}
             if base and setting != "base":
-                if sorted(r.seed for r in base) != row["seeds"]:
-                    raise RunError(f"unpaired seeds: {base[0].folder.parent} has {sorted(r.seed for r in base)}, "
-                                   f"{picked[0].folder.parent} has {row['seeds']}")
-                low, high = two_way_bootstrap(seed_user_differences(base, picked, INTERVAL_METRIC), n_boot, seed)
-                row["vs_base"] = {"metric": INTERVAL_METRIC, "ci_low": low, "ci_high": high,
-                                  "verdict": bootstrap_verdict(low, high)}
+                row["vs_base"] = interval(base, picked, n_boot, seed)
+            if tuning and setting not in ("base", "tuning_only"):
+                row["vs_tuning_only"] = interval(tuning, picked, n_boot, seed)
             for metric in TABLE2:
                 mean, std = mean_std(picked, metric)
                 reference = mean_std(full, metric)[0] if full else None
@@ -81,21 +81,35 @@ def table2_rows(main_runs: list[Run], ablation_runs: list[Run], n_boot: int = 10
     return rows
 
 
+def interval(reference: list[Run], picked: list[Run], n_boot: int, seed: int) -> dict:
+    """95% two-way (seeds x users) bootstrap interval of picked - reference at INTERVAL_METRIC, paired by seed."""
+    if sorted(r.seed for r in reference) != sorted(r.seed for r in picked):
+        raise RunError(f"unpaired seeds: {reference[0].folder.parent} has {sorted(r.seed for r in reference)}, "
+                       f"{picked[0].folder.parent} has {sorted(r.seed for r in picked)}")
+    low, high = two_way_bootstrap(seed_user_differences(reference, picked, INTERVAL_METRIC), n_boot, seed)
+    return {"metric": INTERVAL_METRIC, "ci_low": low, "ci_high": high, "verdict": bootstrap_verdict(low, high)}
+
+
+def format_interval(value: dict | None) -> str:
+    return "–" if value is None else f"[{value['ci_low']:+.4f}, {value['ci_high']:+.4f}]{MARKS[value['verdict']]}"
+
+
 def format_table2(rows: list[dict]) -> str:
+    """The Markdown table; the column against tuning_only only where some group has that control."""
     header = " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG") for m in TABLE2)
-    lines = [f"| dataset | backbone | setting | seeds | {header} | 95% CI of R@20 − base |",
-             "|---" * (5 + len(TABLE2)) + "|"]
+    against_tuning = any("vs_tuning_only" in r for r in rows)
+    extra = " 95% CI of R@20 − tuning_only |" if against_tuning else ""
+    lines = [f"| dataset | backbone | setting | seeds | {header} | 95% CI of R@20 − base |{extra}",
+             "|---" * (5 + len(TABLE2) + against_tuning) + "|"]
     for r in rows:
         cells = []
         for metric in TABLE2:
             value = r[metric]
             change = "" if r["setting"] == "mrdib" or value["change_pct"] is None else f" ({value['change_pct']:+.1f}%)"
             cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}{change}")
-        interval = r.get("vs_base")
-        ci = "–" if interval is None else (f"[{interval['ci_low']:+.4f}, {interval['ci_high']:+.4f}]"
-                                            f"{MARKS[interval['verdict']]}")
+        tuning_cell = f" {format_interval(r.get('vs_tuning_only'))} |" if against_tuning else ""
         lines.append(f"| {r['dataset']} | {r['backbone']} | {r['label']} | {len(r['seeds'])} | {' | '.join(cells)} "
-                     f"| {ci} |")
+                     f"| {format_interval(r.get('vs_base'))} |{tuning_cell}")
     return "\n".join(lines)
 
 
@@ -104,8 +118,7 @@ def nested(rows: list[dict]) -> dict:
     out: dict = {}
     for r in rows:
         values = {"seeds": len(r["seeds"]), **{metric_key(m): r[m] for m in TABLE2}}
-        if "vs_base" in r:
-            values["vs_base"] = r["vs_base"]
+        values |= {key: r[key] for key in ("vs_base", "vs_tuning_only") if key in r}
         out.setdefault(r["dataset"], {}).setdefault(r["backbone"], {})[r["setting"]] = values
     return out
 

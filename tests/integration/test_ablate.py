@@ -132,3 +132,43 @@ def test_tuning_only_is_the_base_model_trained_with_mrdibs_tuned_values(trained_
     assert not any(key.startswith("mrdib.") for key in state.get("model", state))
     base = json.loads((trained_layout / "runs" / "tiny" / "vbpr-base" / "seed1" / "metrics.json").read_text())
     assert control["valid"] != base["valid"]
+
+
+def test_rows_against_tuning_only_when_the_control_is_there(trained_layout, tmp_path):
+    """With a tuning_only group, Table 2 adds each row's interval against it. Here the control's folder is
+    a copy of encoder_only's runs (all alphas 0 as tuning_only's; its record of the kept encoder removed),
+    so encoder_only against it is exactly 0, MRdIB against it is the bootstrap of MRdIB - encoder_only,
+    and the Markdown gains the column."""
+    from pipeline.runs import load_runs, seed_user_differences
+    from pipeline.stats import two_way_bootstrap
+
+    ablations = tmp_path / "ablations"
+    shutil.copytree(trained_layout / "ablations", ablations)
+    shutil.copytree(ablations / "tiny" / "vbpr-encoder_only", ablations / "tiny" / "vbpr-tuning_only")
+    for seed in (1, 2):  # as a tuning_only run records it: nothing of MRdIB kept
+        path = ablations / "tiny" / "vbpr-tuning_only" / f"seed{seed}" / "metrics.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"keep_encoder": False}))
+    table2.main(["--runs", str(trained_layout / "runs"), "--ablations", str(ablations),
+                 "--out", str(tmp_path / "reports"), "--bootstrap", "200", "--seed", "3"])
+    table = json.loads((tmp_path / "reports" / "table2.json").read_text())["tiny"]["vbpr"]
+    assert list(table) == ["mrdib", "no_kl", "encoder_only", "tuning_only", "base"]
+    assert table["encoder_only"]["vs_tuning_only"] == {"metric": "recall@20", "ci_low": 0.0, "ci_high": 0.0,
+                                                       "verdict": "inconclusive"}
+    control, full = load_runs(ablations, ["tuning_only"]), load_runs(trained_layout / "runs", ["mrdib"])
+    low, high = two_way_bootstrap(seed_user_differences(control, full, "recall@20"), 200, 3)
+    assert (table["mrdib"]["vs_tuning_only"]["ci_low"], table["mrdib"]["vs_tuning_only"]["ci_high"]) == (low, high)
+    assert table["mrdib"]["vs_tuning_only"] != table["mrdib"]["vs_base"]
+    assert "vs_tuning_only" not in table["tuning_only"] and "vs_tuning_only" not in table["base"]
+    header = (tmp_path / "reports" / "table2.md").read_text().splitlines()[0]
+    assert header.endswith("| 95% CI of R@20 − base | 95% CI of R@20 − tuning_only |")
+    without = (trained_layout / "reports" / "table2.md").read_text().splitlines()[0]
+    assert without.endswith("| 95% CI of R@20 − base |")
+
+
+def test_a_control_that_kept_the_encoder_is_not_tuning_only(trained_layout, tmp_path):
+    ablations = tmp_path / "ablations"
+    shutil.copytree(trained_layout / "ablations", ablations)
+    shutil.copytree(ablations / "tiny" / "vbpr-encoder_only", ablations / "tiny" / "vbpr-tuning_only")
+    with pytest.raises(SystemExit, match=r"vbpr-tuning_only/seed1: named 'tuning_only' but .* records a kept"):
+        table2.main(["--runs", str(trained_layout / "runs"), "--ablations", str(ablations),
+                     "--out", str(tmp_path / "reports")])
