@@ -1,7 +1,8 @@
 """Speed benchmark (a script, not a test): evaluation and training on real Baby interactions.
 
     .venv/bin/python -m benchmarks.speed [--data-dir ../shared/data/amazon/baby] [--rounds 3] [--backbones B ...]
-        [--threads N] [--reference MMREC_CHECKOUT [--reference-pythonpath DIR] [--reference-work-dir DIR]]
+        [--threads N] [--device auto|cpu|cuda]
+        [--reference MMREC_CHECKOUT [--reference-pythonpath DIR] [--reference-work-dir DIR]]
 
 Prints
 - seconds for one full evaluation (valid + test, every item ranked for every user) of a
@@ -57,7 +58,7 @@ from models.data import load_dataset
 from models.evaluation import Evaluator
 from models.mrdib import MRdIB
 from models.registry import backbone_classes
-from models.trainer import Trainer, TrainSettings, seed_everything
+from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
 from pipeline.errors import run_command
 from pipeline.training import build_model
 
@@ -78,25 +79,33 @@ def reset_peak_rss() -> None:
         pass
 
 
-def best_of(repeats: int, fn) -> float:
+def clock(device: torch.device) -> float:
+    """The host clock, after the device's queued work has finished: GPU kernels run asynchronously, so
+    a bare host clock would time their launch, not their work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def best_of(repeats: int, fn, device: torch.device) -> float:
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = clock(device)
         fn()
-        times.append(time.perf_counter() - started)
+        times.append(clock(device) - started)
     return min(times)
 
 
-def bench_evaluation(data, batch_size: int) -> None:
+def bench_evaluation(data, batch_size: int, device: torch.device) -> None:
     gen = torch.Generator().manual_seed(0)
-    users, items = torch.randn(data.n_users, 64, generator=gen), torch.randn(data.n_items, 64, generator=gen)
+    users, items = (torch.randn(n, 64, generator=gen).to(device) for n in (data.n_users, data.n_items))
     evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test},
-                          batch_size=batch_size)
+                          batch_size=batch_size, device=device)
     score = lambda batch: users[batch] @ items.T  # noqa: E731
-    floor = best_of(3, lambda: users @ items.T)
+    floor = best_of(3, lambda: users @ items.T, device)
     reset_peak_rss()
     before = peak_rss_mb()
-    full = best_of(3, lambda: evaluator.evaluate(score, ("valid", "test")))
+    full = best_of(3, lambda: evaluator.evaluate(score, ("valid", "test")), device)
     growth = peak_rss_mb() - before
     batch_mb = batch_size * data.n_items * (4 + 1) / 2**20  # float scores + bool targets per batch
     dense_mb = data.n_users * data.n_items * 4 / 2**20
@@ -114,37 +123,38 @@ def interleaved_epoch(trainers: dict[str, Trainer], epoch: int) -> dict[str, flo
     graph work (FREEDOM's pruning) included."""
     seconds = dict.fromkeys(trainers, 0.0)
     for variant, trainer in trainers.items():
-        started = time.perf_counter()
+        started = clock(trainer.device)
         trainer.model.train()
         trainer.model.on_epoch_start(epoch)
-        seconds[variant] += time.perf_counter() - started
+        seconds[variant] += clock(trainer.device) - started
     for index, steps in enumerate(zip(*(t.epoch_batches() for t in trainers.values()))):
         pairs = list(zip(trainers.items(), steps))
         for (variant, trainer), (users, pos, neg) in (pairs if index % 2 == 0 else reversed(pairs)):
-            started = time.perf_counter()
+            started = clock(trainer.device)
             trainer.train_step(users, pos, neg, epoch, index)
-            seconds[variant] += time.perf_counter() - started
+            seconds[variant] += clock(trainer.device) - started
     return seconds
 
 
 def timed_evaluation(trainer: Trainer) -> float:
     """Seconds of one full evaluation (valid + test, every item ranked for every user)."""
-    started = time.perf_counter()
+    started = clock(trainer.device)
     trainer.model.eval()
     trainer.model.prepare_eval()
     trainer.evaluator.evaluate(trainer.model.full_scores, ("valid", "test"))
-    return time.perf_counter() - started
+    return clock(trainer.device) - started
 
 
-def bench_training(data, rounds: int, names: list[str]) -> None:
+def bench_training(data, rounds: int, names: list[str], device: torch.device) -> None:
     """Base and MRdIB of a backbone train side by side, step for step (see interleaved_epoch); the
     overhead is the median over epochs of the ratio of their epoch times."""
     params = load_params("params.yaml", ["train.progress=false"])
-    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test})
+    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test},
+                          device=device)
     settings = TrainSettings(epochs=rounds + 1, batch_size=params.train.batch_size, lr=params.train.lr,
                              patience=10**6, valid_metric="recall@20", progress=False)
-    print(f"\nseconds per training epoch (median of {rounds} epochs after a warm-up epoch; base and MRdIB "
-          "steps alternate), full evaluation, peak RSS of the pair:")
+    print(f"\nseconds per training epoch on {device} (median of {rounds} epochs after a warm-up epoch; base and "
+          "MRdIB steps alternate), full evaluation, peak RSS of the pair:")
     print("| backbone | base s/epoch | mrdib s/epoch | mrdib overhead (median, range) | base eval s | "
           "mrdib eval s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
@@ -157,7 +167,7 @@ def bench_training(data, rounds: int, names: list[str]) -> None:
         trainers = {}
         for variant in variants:
             seed_everything(params.seed)
-            model = build_model(params, data, name, variant, torch.device("cpu"))
+            model = build_model(params, data, name, variant, device)
             trainers[variant] = Trainer(model, data.train, evaluator, settings, Path("/tmp/bench-ckpt"), params.seed)
         seconds: dict[str, list[float]] = {v: [] for v in variants}
         for epoch in range(1, rounds + 2):
@@ -275,55 +285,61 @@ def bench_reference(data, folder: Path, reference: Path, names: list[str], round
         print("| " + " | ".join(row) + " |")
 
 
-def bench_objective(steps: int = 12, profile: bool = False) -> None:
+def bench_objective(device: torch.device, steps: int = 12, profile: bool = False) -> None:
     """MRdIB's own cost per training step, without any backbone: both encoders, the KL, the MINE
     critic and the BPR heads, forward and backward, at Baby's sizes (batch 2048 of 7,050 items).
     This is the floor of the per-step overhead: the backbone around it only adds to it. `profile`:
     also where that time goes (torch.profiler, the operators' share of the objective's CPU time)."""
-    print("\nMRdIB objective alone, forward + backward per step (median), batch 2048:")
+    print(f"\nMRdIB objective alone on {device}, forward + backward per step (median), batch 2048:")
     gen = torch.Generator().manual_seed(0)
     shapes = (("every item encoded (MGCN, DualGNN, SOIL), d=64", 7050, 64, False),
               ("the batch's items encoded (VBPR, FREEDOM), d=64", 7050, 64, True),
               ("every item encoded (MMGCN), d=256", 7050, 256, False))
     for label, n_items, dim, batch_items_only in shapes:
-        plugin = MRdIB({m: dim for m in ("image", "text")}, user_dim=64, config=MRdIBConfig(), seed=0)
+        plugin = MRdIB({m: dim for m in ("image", "text")}, user_dim=64, config=MRdIBConfig(), seed=0).to(device)
         plugin.train()
-        table = {m: torch.randn(n_items, dim, generator=gen, requires_grad=True) for m in ("image", "text")}
-        user = torch.randn(2048, 64, generator=gen, requires_grad=True)
+        table = {m: torch.randn(n_items, dim, generator=gen).to(device).requires_grad_() for m in ("image", "text")}
+        user = torch.randn(2048, 64, generator=gen).to(device).requires_grad_()
         times = []
         for _ in range(steps):
-            batch = objective_batch(gen, n_items, batch_items_only)
-            started = time.perf_counter()
+            batch = objective_batch(gen, n_items, batch_items_only, device)
+            started = clock(device)
             objective_step(plugin, table, user, *batch)
-            times.append(time.perf_counter() - started)
+            times.append(clock(device) - started)
         print(f"  {label}: {1000 * statistics.median(times[2:]):.1f} ms")
         if profile:
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=activities) as prof:
                 for _ in range(steps):
-                    objective_step(plugin, table, user, *objective_batch(gen, n_items, batch_items_only))
-            print_operator_shares(prof.key_averages(), steps)
+                    objective_step(plugin, table, user, *objective_batch(gen, n_items, batch_items_only, device))
+            events = prof.key_averages()
+            if device.type == "cuda":  # a GPU step is either kernel work or waiting for the host to launch it
+                print_gpu_share(prof.events(), events, steps, statistics.median(times[2:]))
+            print_operator_shares(events, steps)
 
 
-def bench_compiled_objective(steps: int = 30) -> None:
+def bench_compiled_objective(device: torch.device, steps: int = 30) -> None:
     """The objective's step eager and under torch.compile (inductor, dynamic shapes: the batch's
     distinct items vary), alternating step by step, the order swapped every step; median ms of each.
     The issue's suggested fusion, measured rather than assumed."""
     import torch._dynamo
     import torch._inductor.config as inductor_config
 
-    print("\nMRdIB objective alone, eager vs torch.compile (inductor), forward + backward, batch 2048:")
+    print(f"\nMRdIB objective alone on {device}, eager vs torch.compile (inductor), forward + backward, batch 2048:")
     gen = torch.Generator().manual_seed(0)
     for label, batch_items_only in (("the batch's items encoded (VBPR, FREEDOM)", True),
                                     ("every item encoded (MGCN, DualGNN, SOIL)", False)):
-        plugin = MRdIB({m: 64 for m in ("image", "text")}, user_dim=64, config=MRdIBConfig(), seed=0)
+        plugin = MRdIB({m: 64 for m in ("image", "text")}, user_dim=64, config=MRdIBConfig(), seed=0).to(device)
         plugin.train()
-        table = {m: torch.randn(7050, 64, generator=gen, requires_grad=True) for m in ("image", "text")}
-        user = torch.randn(2048, 64, generator=gen, requires_grad=True)
+        table = {m: torch.randn(7050, 64, generator=gen).to(device).requires_grad_() for m in ("image", "text")}
+        user = torch.randn(2048, 64, generator=gen).to(device).requires_grad_()
         torch._dynamo.reset()
         compiled = torch.compile(objective_step, dynamic=True)
-        started = time.perf_counter()
+        started = clock(device)
         try:
-            compiled(plugin, table, user, *objective_batch(gen, 7050, batch_items_only))
+            compiled(plugin, table, user, *objective_batch(gen, 7050, batch_items_only, device))
         except torch._dynamo.exc.BackendCompilerFailed as error:  # torch 2.13: a pattern-matcher pass fails
             print(f"  {label}: compiling failed ({str(error).splitlines()[1][:120]}); again without "
                   f"inductor's pattern matcher")
@@ -331,24 +347,24 @@ def bench_compiled_objective(steps: int = 30) -> None:
             torch._dynamo.reset()
             compiled = torch.compile(objective_step, dynamic=True)
         for _ in range(3):
-            compiled(plugin, table, user, *objective_batch(gen, 7050, batch_items_only))
-        warm_up = time.perf_counter() - started
+            compiled(plugin, table, user, *objective_batch(gen, 7050, batch_items_only, device))
+        warm_up = clock(device) - started
         times: dict[str, list[float]] = {"eager": [], "compiled": []}
         for step in range(steps):
             order = (("eager", objective_step), ("compiled", compiled))
             for name, function in order if step % 2 else order[::-1]:
-                batch = objective_batch(gen, 7050, batch_items_only)
-                started = time.perf_counter()
+                batch = objective_batch(gen, 7050, batch_items_only, device)
+                started = clock(device)
                 function(plugin, table, user, *batch)
-                times[name].append(time.perf_counter() - started)
+                times[name].append(clock(device) - started)
         eager, fused = (statistics.median(times[name]) for name in ("eager", "compiled"))
         print(f"  {label}: eager {1000 * eager:.1f} ms, compiled {1000 * fused:.1f} ms "
               f"(x{fused / eager:.2f}; compiling and warm-up {warm_up:.0f} s)", flush=True)
 
 
-def objective_batch(gen: torch.Generator, n_items: int, batch_items_only: bool):
+def objective_batch(gen: torch.Generator, n_items: int, batch_items_only: bool, device: torch.device):
     """A batch of 2048 (pos, neg) items, and their distinct items where only those are encoded."""
-    pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen)
+    pos, neg = torch.randint(0, n_items, (2, 2048), generator=gen).to(device)
     return pos, neg, torch.unique(torch.cat([pos, neg])) if batch_items_only else None
 
 
@@ -358,6 +374,17 @@ def objective_step(plugin: MRdIB, table: dict, user: torch.Tensor, pos: torch.Te
     for m, h in table.items():
         plugin.encode(m, h if items is None else h[items], items)
     sum(plugin.loss_terms(user, pos, neg).values()).backward()
+
+
+def print_gpu_share(raw_events, events, steps: int, step_seconds: float) -> None:
+    """How much of a step's wall time the GPU spends in kernels, and how many it launches per step."""
+    kernel_us = sum(e.self_device_time_total for e in events)
+    kernels = sum(1 for e in raw_events if e.device_type == torch.autograd.DeviceType.CUDA)
+    syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                                     "cudaMemcpyAsync"))
+    print(f"      GPU kernels {kernel_us / steps / 1000:.2f} ms per step of {1000 * step_seconds:.1f} ms wall "
+          f"({100 * kernel_us / steps / 1e6 / step_seconds:.0f}%), {kernels / steps:.0f} kernels per step, "
+          f"{syncs / steps:.0f} host copies or synchronisations per step")
 
 
 def print_operator_shares(events, steps: int, top: int = 8) -> None:
@@ -397,6 +424,9 @@ def main() -> None:
                         help="also build the graph backbones' graphs on this dataset (e.g. "
                              "../shared/data/amazon/clothing) and print their peak RSS; --graphs-only skips the rest")
     parser.add_argument("--graphs-only", action="store_true")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where ours trains and evaluates (auto: a GPU where one exists); the side-by-side "
+                             "with the reference runs on the CPU only")
     parser.add_argument("--threads", type=int, help="torch threads, ours and the reference's (default: torch's)")
     parser.add_argument("--reference", metavar="PATH",
                         help=f"an MMRec checkout to time side by side (default: ${ENV_VAR}; none: ours only)")
@@ -414,14 +444,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
     if args.profile_objective:
-        bench_objective(profile=True)
+        bench_objective(device, profile=True)
         return
     if args.compile_objective:
-        bench_compiled_objective()
+        bench_compiled_objective(device)
         return
     reference = resolve_reference(args.reference)
     if reference is not None:
+        if device.type != "cpu":
+            raise SystemExit(f"the side-by-side with the reference toolbox runs on the CPU only; got --device "
+                             f"{args.device} ({device}): add --device cpu")
         check_checkout(reference)
     if args.graphs_data_dir:
         bench_graphs(args.graphs_data_dir, args.backbones)
@@ -434,12 +468,12 @@ def main() -> None:
             features = {m: probe.features[m] for m in ("image", "text")}
             data_dir = lay_out_data(args.data_dir, args.reference_work_dir or Path(tmp), features)
         data = load_dataset(data_dir, standin=True, seed=0)
-        print(data.summary(), f"| torch threads: {torch.get_num_threads()}")
+        print(data.summary(), f"| torch threads: {torch.get_num_threads()} | device: {device}")
         if not args.skip_evaluation:
-            bench_evaluation(data, args.eval_batch_size)
+            bench_evaluation(data, args.eval_batch_size, device)
         if not args.skip_training:
-            bench_objective()
-            bench_training(data, args.rounds, args.backbones)
+            bench_objective(device)
+            bench_training(data, args.rounds, args.backbones, device)
         if reference is None:
             print(f"\nno reference toolbox given (--reference PATH or ${ENV_VAR}): our figures only, no ratio "
                   "against it")

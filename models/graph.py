@@ -264,18 +264,23 @@ class SparseGraph:
     """A fixed sparse matrix A that multiplies dense tensors differentiably: `graph @ x`.
 
     The backward pass needs A^T @ grad: A^T is built once here (or is A itself when A is
-    symmetric), which spares torch's per-step transpose of a CSR tensor. Products run in torch's
-    CSR kernels on every device, not scipy's single-threaded product (measurements:
-    docs/experiments.md).
+    symmetric), which spares torch's per-step transpose of a CSR tensor. On the CPU, products run
+    in torch's CSR kernels, not scipy's single-threaded product (measurements: docs/experiments.md).
+    On a GPU, cuSPARSE's CSR product sums each row in an order that varies from call to call: two
+    runs of one seed differed in the last bits (DualGNN, SOIL on an H200; benchmarks/device_check.sh).
+    There a product is a gather, a scale and an accumulating scatter (`fixed_order`), which torch's
+    deterministic mode (models.trainer.seed_everything) sums in a fixed order.
     """
 
-    def __init__(self, matrix: sp.spmatrix, device: torch.device | str = "cpu"):
+    def __init__(self, matrix: sp.spmatrix, device: torch.device | str = "cpu", fixed_order: bool | None = None):
         self.device = torch.device(device)
+        self.fixed_order = self.device.type == "cuda" if fixed_order is None else fixed_order
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         self.shape = matrix.shape
         symmetric = matrix.shape[0] == matrix.shape[1] and (matrix != matrix.T).nnz == 0
         self.forward_matrix = to_torch_csr(matrix, self.device)
         self.backward_matrix = self.forward_matrix if symmetric else to_torch_csr(matrix.T.tocsr(), self.device)
+        self._rows: dict[int, torch.Tensor] = {}  # id(matrix) -> the row of each stored entry, on first use
 
     @property
     def nnz(self) -> int:
@@ -288,16 +293,32 @@ class SparseGraph:
         """A @ x: [n, m] x [m, d] -> [n, d], differentiable in x."""
         return _SparseProduct.apply(x, self)
 
+    def product(self, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """matrix @ x for matrix = A or A^T, in a fixed summation order where `fixed_order`."""
+        if not self.fixed_order:
+            return torch.sparse.mm(matrix, x)
+        rows = self._rows.get(id(matrix))
+        if rows is None:
+            rows = self._rows[id(matrix)] = csr_rows(matrix)
+        terms = matrix.values()[:, None] * x[matrix.col_indices()]                   # [nnz, d]
+        return x.new_zeros(matrix.shape[0], x.shape[1]).index_put_((rows,), terms, accumulate=True)
+
+
+def csr_rows(matrix: torch.Tensor) -> torch.Tensor:
+    """The row of every stored entry of a CSR tensor [nnz]."""
+    crow = matrix.crow_indices()
+    return torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
+
 
 class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, graph):
         ctx.graph = graph
-        return torch.sparse.mm(graph.forward_matrix, x)
+        return graph.product(graph.forward_matrix, x)
 
     @staticmethod
     def backward(ctx, grad):
-        return torch.sparse.mm(ctx.graph.backward_matrix, grad), None
+        return ctx.graph.product(ctx.graph.backward_matrix, grad), None
 
 
 # -- explicit graph files (the pipeline's graphs stage) -------------------------------------------

@@ -180,9 +180,10 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
         self.rng.bit_generator.state = payload["numpy_rng"]
-        torch.set_rng_state(payload["torch_rng"])
+        # RNG states are CPU byte tensors whatever the device: map_location moved them along with the model
+        torch.set_rng_state(payload["torch_rng"].cpu())
         if payload["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+            torch.cuda.set_rng_state_all([state.cpu() for state in payload["cuda_rng"]])
         log.info("resumed from %s after epoch %d (best %s %.4f at epoch %d)", self.last_path, self.state.epoch,
                  self.settings.valid_metric, self.state.best_score, self.state.best_epoch)
         return True

@@ -1,4 +1,7 @@
-"""Every registered backbone x variant: trains, loss falls, scores have the right shape, eval is deterministic."""
+"""Every registered backbone x variant: trains, loss falls, scores have the right shape, eval is deterministic.
+
+On the CPU by default; MRDIB_TEST_DEVICE=cuda runs the same checks on a GPU (benchmarks/device_check.sh)."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,12 @@ from config.params import load_params
 from models.data import load_dataset
 from models.evaluation import Evaluator, summarize
 from models.registry import backbone_classes
-from models.trainer import Trainer, TrainSettings, seed_everything
+from models.trainer import Trainer, TrainSettings, pick_device, seed_everything
 from pipeline.training import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 BACKBONES = backbone_classes()
+DEVICE = pick_device(os.environ.get("MRDIB_TEST_DEVICE", "cpu"))
 
 CASES = [(name, variant) for name, cls in BACKBONES.items() if cls.trainable
          for variant in (("base", "mrdib") if cls.modalities else ("base",))]
@@ -23,8 +27,9 @@ def make_trainer(folder, backbone, variant, tmp_path, lr=0.01, overrides=()):
     params = load_params(REPO / "params.yaml", ["train.progress=false", *overrides])
     seed_everything(params.seed)
     data = load_dataset(folder)
-    model = build_model(params, data, backbone, variant, torch.device("cpu"))
-    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test})
+    model = build_model(params, data, backbone, variant, DEVICE)
+    evaluator = Evaluator(data.n_users, data.n_items, data.train, {"valid": data.valid, "test": data.test},
+                          device=DEVICE)
     settings = TrainSettings(epochs=5, batch_size=256, lr=lr, patience=5, valid_metric="recall@20", progress=False)
     return Trainer(model, data.train, evaluator, settings, tmp_path, params.seed), data
 
@@ -44,7 +49,7 @@ def test_backbone_trains_and_scores(tiny_synthetic, tmp_path, backbone, variant)
         assert {"kl", "mine", "mine_critic", "unique"} <= set(terms)
     model.eval()
     model.prepare_eval()
-    users = torch.arange(7)
+    users = torch.arange(7, device=DEVICE)
     scores = model.full_scores(users)
     assert scores.shape == (7, data.n_items) and torch.isfinite(scores).all()
     first = trainer.evaluator.evaluate(model.full_scores, ["valid"])
@@ -55,8 +60,8 @@ def test_backbone_trains_and_scores(tiny_synthetic, tmp_path, backbone, variant)
 def test_pop_ranks_by_train_popularity(tiny_synthetic, tmp_path):
     trainer, data = make_trainer(tiny_synthetic, "pop", "base", tmp_path)
     counts = np.bincount(data.train[:, 1], minlength=data.n_items)
-    scores = trainer.model.full_scores(torch.tensor([0, 1]))
-    assert np.array_equal(scores[0].numpy(), counts) and torch.equal(scores[0], scores[1])
+    scores = trainer.model.full_scores(torch.tensor([0, 1], device=DEVICE))
+    assert np.array_equal(scores[0].cpu().numpy(), counts) and torch.equal(scores[0], scores[1])
     result = summarize(trainer.fit())
     assert 0 < result["valid"]["recall@50"] <= 1 and set(result["test"]) == set(result["valid"])
 
@@ -71,6 +76,6 @@ def test_zero_alphas_give_the_base_models_loss_exactly(tiny_synthetic, tmp_path,
         histories.append([trainer.train_epoch(epoch) for epoch in (1, 2)])
         trainer.model.eval()
         trainer.model.prepare_eval()
-        scores.append(trainer.model.full_scores(torch.arange(7)))
+        scores.append(trainer.model.full_scores(torch.arange(7, device=DEVICE)))
     assert histories[0] == histories[1]
     assert torch.equal(scores[0], scores[1])

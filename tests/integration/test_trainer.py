@@ -179,7 +179,7 @@ def train_command(data, out):
 
 
 def test_killed_run_resumes_to_the_same_metrics(tiny_synthetic, tmp_path):
-    env = os.environ | {"PYTHONPATH": str(REPO)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     subprocess.run(train_command(tiny_synthetic, tmp_path / "whole"), cwd=REPO, env=env, check=True,
                    capture_output=True)
     killed = tmp_path / "killed"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import reference, speed
 from config.params import load_params
@@ -110,7 +111,7 @@ def test_the_environment_names_the_reference(monkeypatch, capsys, toy_folder, tm
 
 
 def test_the_objective_profile_names_its_operators_and_their_shares(capsys):
-    speed.bench_objective(steps=3, profile=True)
+    speed.bench_objective(torch.device("cpu"), steps=3, profile=True)
     out = capsys.readouterr().out
     blocks = out.split("  every item encoded (MMGCN)")[0].split("\n  the batch's items encoded")
     for block in blocks:   # the two d=64 shapes: a time, then the top operators
