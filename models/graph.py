@@ -268,8 +268,9 @@ class SparseGraph:
     in torch's CSR kernels, not scipy's single-threaded product (measurements: docs/experiments.md).
     On a GPU, cuSPARSE's CSR product sums each row in an order that varies from call to call: two
     runs of one seed differed in the last bits (DualGNN, SOIL on an H200; benchmarks/device_check.sh).
-    There a product is a gather, a scale and an accumulating scatter (`fixed_order`), which torch's
-    deterministic mode (models.trainer.seed_everything) sums in a fixed order.
+    There a product is a gather, a scale and a sum over each row's entries (`fixed_order`:
+    torch.segment_reduce over the CSR row offsets), which adds a row's entries in the same order on
+    every call, whatever torch's deterministic mode says.
     """
 
     def __init__(self, matrix: sp.spmatrix, device: torch.device | str = "cpu", fixed_order: bool | None = None):
@@ -280,7 +281,6 @@ class SparseGraph:
         symmetric = matrix.shape[0] == matrix.shape[1] and (matrix != matrix.T).nnz == 0
         self.forward_matrix = to_torch_csr(matrix, self.device)
         self.backward_matrix = self.forward_matrix if symmetric else to_torch_csr(matrix.T.tocsr(), self.device)
-        self._rows: dict[int, torch.Tensor] = {}  # id(matrix) -> the row of each stored entry, on first use
 
     @property
     def nnz(self) -> int:
@@ -297,17 +297,10 @@ class SparseGraph:
         """matrix @ x for matrix = A or A^T, in a fixed summation order where `fixed_order`."""
         if not self.fixed_order:
             return torch.sparse.mm(matrix, x)
-        rows = self._rows.get(id(matrix))
-        if rows is None:
-            rows = self._rows[id(matrix)] = csr_rows(matrix)
         terms = matrix.values()[:, None] * x[matrix.col_indices()]                   # [nnz, d]
-        return x.new_zeros(matrix.shape[0], x.shape[1]).index_put_((rows,), terms, accumulate=True)
-
-
-def csr_rows(matrix: torch.Tensor) -> torch.Tensor:
-    """The row of every stored entry of a CSR tensor [nnz]."""
-    crow = matrix.crow_indices()
-    return torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
+        # unsafe: the offsets are a valid CSR's (checked at construction); checking them again would
+        # wait for the GPU on every product
+        return torch.segment_reduce(terms, "sum", offsets=matrix.crow_indices(), axis=0, unsafe=True)
 
 
 class _SparseProduct(torch.autograd.Function):
