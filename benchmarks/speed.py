@@ -19,6 +19,9 @@ Prints
   same settings (printed side by side, checked equal), the same threads and the same data folder
   (one .inter, one pair of feature files), trained one epoch each in turn; median s/epoch and seconds
   per full evaluation of both, ratio = ours / reference. Without a checkout it prints our figures only.
+On a GPU (--device cuda, or auto where one exists) every timed region waits for the GPU's queued work
+before reading the clock; --profile-objective there also prints the kernels' share of a step's wall time,
+and kernels and host synchronisations per step (benchmarks/device_check.sh runs it all in one call).
 Every ratio it prints is against a reference measured in the same run (the matrix-product floor,
 the base variant, the reference toolbox); it never divides by a figure remembered from another day or
 machine.
