@@ -230,11 +230,11 @@ def interest_items(n_users: int, n_items: int, pairs: np.ndarray, normed: list[t
                    block_size: int = 4096) -> sp.csr_matrix:
     """Binary [n_users, n_items]: the union over modalities of the k items j with the largest
     sum_{i in H_u} cos(x_m[i], x_m[j]) (= <sum_i x_m[i], x_m[j]> for unit rows), per user."""
-    r = interaction_matrix(n_users, n_items, pairs)
-    r_torch = to_torch_csr(r, normed[0].device)
+    history = SparseGraph(interaction_matrix(n_users, n_items, pairs), normed[0].device)  # fixed order on a GPU
     rows, cols = [], []
     for x in normed:
-        profile = torch.sparse.mm(r_torch, x)                       # [n_users, d]
+        with torch.no_grad():
+            profile = history @ x                                    # [n_users, d]
         for start in range(0, n_users, block_size):
             top = torch.topk(profile[start:start + block_size] @ x.T, min(k, n_items), dim=1).indices.cpu()
             rows.append(np.repeat(np.arange(start, start + len(top)), top.shape[1]))
