@@ -21,7 +21,9 @@ if compgen -G ".gpu/whl/*.whl" >/dev/null; then
 fi
 nvidia-smi -L
 python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"
-python3 -m benchmarks.speed --device cuda --data-dir "$data" --rounds 3 2>&1 | tee "$out/speed.log"
+status=0  # every part runs; the script fails if any part failed (pipefail: the command's, not tee's)
+python3 -m benchmarks.speed --device cuda --data-dir "$data" --rounds 3 2>&1 | tee "$out/speed.log" || status=1
 MRDIB_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/integration/test_backbones.py \
-  tests/integration/test_trainer.py tests/unit/test_sparse_graph.py 2>&1 | tee "$out/tests.log"
-python3 -m benchmarks.speed --device cuda --compile-objective 2>&1 | tee "$out/compile.log"
+  tests/integration/test_trainer.py tests/unit/test_sparse_graph.py 2>&1 | tee "$out/tests.log" || status=1
+python3 -m benchmarks.speed --device cuda --compile-objective 2>&1 | tee "$out/compile.log" || status=1
+exit $status
